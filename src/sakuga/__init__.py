@@ -1,0 +1,3 @@
+"""sakuga: a production job server for ComfyUI."""
+
+__version__ = "0.1.0"
