@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.databases"]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -52,7 +52,8 @@ class WorkflowInvalid(SakugaError):
     def __init__(self, error: dict[str, Any], node_errors: dict[str, Any]) -> None:
         message = str(error.get("message") or "workflow is invalid")
         reasons = [
-            f"node {node_id} ({entry.get('class_type')}): {err.get('message')}: {err.get('details')}"
+            f"node {node_id} ({entry.get('class_type')}): "
+            f"{err.get('message')}: {err.get('details')}"
             for node_id, entry in node_errors.items()
             for err in entry.get("errors", [])
         ]

@@ -1,0 +1,41 @@
+"""The one gateway to the database: ``async with Store(url) as store``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sakuga.store.assets import AssetStore
+from sakuga.store.db import Database
+from sakuga.store.jobs import JobStore, NewJob
+from sakuga.store.leases import Lease, LeaseStore
+from sakuga.store.migrate import upgrade
+from sakuga.store.writer import SubmitWriter
+
+__all__ = ["Lease", "NewJob", "Store"]
+
+
+class Store:
+    """Database, query gateways and the submission writer, opened and closed together."""
+
+    def __init__(self, url: str, *, retention_s: int = 7 * 24 * 3600, migrate: bool = True):
+        self.db = Database(url)
+        self.jobs = JobStore(self.db, retention_s=retention_s)
+        self.leases = LeaseStore(self.db)
+        self.assets = AssetStore(self.db)
+        self.writer = SubmitWriter(self.jobs)
+        self._migrate = migrate
+
+    async def __aenter__(self) -> Store:
+        if self._migrate:
+            await upgrade(self.db)
+        self.writer.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.writer.stop()
+        await self.db.engine.dispose()

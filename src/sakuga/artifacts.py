@@ -1,0 +1,51 @@
+"""Blob files keyed by blake3 under the artifact folder (object storage fits behind this face)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import blake3
+
+
+def content_hash(data: bytes) -> str:
+    """``blake3:<hex>`` of the bytes, the form Comfy API v2 uses."""
+    return "blake3:" + blake3.blake3(data).hexdigest()
+
+
+class Artifacts:
+    """Content-addressed blobs: write once, read by hash, never escape the root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, digest: str) -> Path:
+        """Where the blob for ``blake3:<hex>`` lives; rejects anything but a hex digest."""
+        hexpart = digest.removeprefix("blake3:")
+        if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+            raise ValueError(f"not a blake3 digest: {digest!r}")
+        return self.root / "blobs" / hexpart[:2] / hexpart
+
+    def put(self, data: bytes) -> str:
+        """Store the bytes (atomically, once) and return their digest."""
+        digest = content_hash(data)
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def read(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()

@@ -1,0 +1,58 @@
+"""In-process wake-ups: a new job wakes an idle worker, a job change wakes its streams.
+
+The store stays the source of truth: a missed or cross-process change is still seen by
+the backstop polls; these only remove the wait on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class Notifier:
+    """Per-key versioned events that any number of tasks can wait on with a deadline."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def publish(self, key: str) -> None:
+        for event in self._events.get(key, ()):
+            event.set()
+
+    async def wait(self, key: str, timeout_s: float) -> bool:
+        """Wait until ``key`` is published or the timeout passes; True when published."""
+        event = asyncio.Event()
+        self._events[key].add(event)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._events.get(key)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._events[key]
+
+    def subscribe(self, key: str) -> asyncio.Event:
+        """A persistent event for ``key`` (clear it after each wake); pair with unsubscribe."""
+        event = asyncio.Event()
+        self._events[key].add(event)
+        return event
+
+    def unsubscribe(self, key: str, event: asyncio.Event) -> None:
+        waiters = self._events.get(key)
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._events[key]
+
+
+NEW_JOB = "jobs:new"
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"

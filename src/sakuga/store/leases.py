@@ -1,0 +1,216 @@
+"""Worker-side queries: claim with a lease, heartbeat, record attempts, progress and outcome.
+
+Every write after the claim is conditional on (lease owner, attempt number): zero rows
+updated means another worker took the job over, and the caller must stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, and_, cast, insert, or_, select, update
+
+from sakuga.domain.jobs import ACTIVE, Job, JobStatus
+from sakuga.store import tables as t
+from sakuga.store.db import Database
+from sakuga.store.jobs import now
+from sakuga.store.records import attempt_from_row, job_from_row
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of ownership carried by every worker write."""
+
+    job_id: str
+    worker_id: str
+    attempt: int
+
+
+class LeaseStore:
+    """Claim, heartbeat and record; the one place that knows lease rules."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _owned(self, lease: Lease) -> Any:
+        return and_(
+            t.jobs.c.id == lease.job_id,
+            t.jobs.c.lease_owner == lease.worker_id,
+            t.jobs.c.attempt_count == lease.attempt,
+        )
+
+    async def claim(self, worker_id: str, backend: str, lease_s: float) -> tuple[Job, Lease] | None:
+        """Take the oldest runnable job for ``backend`` (new, or whose lease expired)."""
+        db_now = self.db.now_epoch()
+        eligible = or_(
+            cast(t.jobs.c.eligible_backends, String) == "[]",
+            cast(t.jobs.c.eligible_backends, String).like(f'%"{backend}"%'),
+        )
+        pick = (
+            select(t.jobs.c.seq)
+            .where(
+                t.jobs.c.status.in_([s.value for s in ACTIVE]),
+                or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
+                eligible,
+            )
+            .order_by(t.jobs.c.seq)
+            .limit(1)
+        )
+        if not self.db.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        statement = (
+            update(t.jobs)
+            .where(t.jobs.c.seq == pick.scalar_subquery())
+            .values(
+                lease_owner=worker_id,
+                lease_expires=db_now + lease_s,
+                attempt_count=t.jobs.c.attempt_count + 1,
+                updated_at=now(),
+            )
+            .returning(*t.jobs.c)
+        )
+        async with self.db.begin() as conn:
+            row = (await conn.execute(statement)).mappings().first()
+            if row is None:
+                return None
+            attempt_rows = (
+                (
+                    await conn.execute(
+                        select(t.attempts)
+                        .where(t.attempts.c.job_id == row["id"])
+                        .order_by(t.attempts.c.number)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        job = job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
+        return job, Lease(job.id, worker_id, job.attempt_count)
+
+    async def heartbeat(self, lease: Lease, lease_s: float) -> bool | None:
+        """Extend the lease; None when it was lost, else whether a cancel was requested."""
+        async with self.db.begin() as conn:
+            row = (
+                await conn.execute(
+                    update(t.jobs)
+                    .where(self._owned(lease))
+                    .values(lease_expires=self.db.now_epoch() + lease_s)
+                    .returning(t.jobs.c.cancel_requested)
+                )
+            ).first()
+        return None if row is None else bool(row[0])
+
+    async def cancel_requested(self, lease: Lease) -> bool:
+        async with self.db.read() as conn:
+            value = await conn.scalar(
+                select(t.jobs.c.cancel_requested).where(t.jobs.c.id == lease.job_id)
+            )
+        return bool(value)
+
+    async def start_attempt(
+        self, lease: Lease, *, backend: str, prompt_id: str, client_id: str
+    ) -> bool:
+        """Record the attempt (before the prompt is sent, so a successor can re-attach)."""
+        async with self.db.begin() as conn:
+            owned = await conn.execute(
+                update(t.jobs).where(self._owned(lease)).values(backend=backend, updated_at=now())
+            )
+            if owned.rowcount == 0:
+                return False
+            # An earlier attempt left open belonged to a worker whose lease expired.
+            await conn.execute(
+                update(t.attempts)
+                .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.finished_at.is_(None))
+                .values(
+                    finished_at=now(),
+                    error={"code": "worker_lost", "message": "the worker's lease expired"},
+                )
+            )
+            await conn.execute(
+                insert(t.attempts).values(
+                    job_id=lease.job_id,
+                    number=lease.attempt,
+                    backend=backend,
+                    prompt_id=prompt_id,
+                    client_id=client_id,
+                    worker_id=lease.worker_id,
+                    started_at=now(),
+                )
+            )
+        return True
+
+    async def mark_running(self, lease: Lease, started_at: datetime | None = None) -> bool:
+        """queued -> running, once the backend starts executing the prompt."""
+        at = started_at or now()
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(t.jobs)
+                .where(self._owned(lease), t.jobs.c.status == JobStatus.QUEUED.value)
+                .values(status=JobStatus.RUNNING.value, started_at=at, updated_at=at)
+            )
+            if result.rowcount:
+                return True
+            still = await conn.scalar(select(t.jobs.c.id).where(self._owned(lease)))
+        return still is not None
+
+    async def set_progress(self, lease: Lease, progress: dict[str, Any]) -> bool:
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(t.jobs).where(self._owned(lease)).values(progress=progress, updated_at=now())
+            )
+        return bool(result.rowcount)
+
+    async def add_output(self, lease: Lease, asset: dict[str, Any]) -> bool:
+        """Store one output asset row, unless the lease was lost."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(t.jobs).where(self._owned(lease)).values(updated_at=now())
+            )
+            if result.rowcount == 0:
+                return False
+            await conn.execute(insert(t.assets).values(**asset))
+        return True
+
+    async def finish(
+        self,
+        lease: Lease,
+        status: JobStatus,
+        *,
+        error: dict[str, Any] | None = None,
+        progress: dict[str, Any] | None = None,
+        run_ms: int | None = None,
+    ) -> bool:
+        """Record the outcome of the attempt and the job; releases the lease."""
+        at = now()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "updated_at": at,
+            "completed_at": at,
+            "error": error,
+            "lease_owner": None,
+            "lease_expires": None,
+            "run_ms": run_ms,
+        }
+        if progress is not None:
+            values["progress"] = progress
+        async with self.db.begin() as conn:
+            result = await conn.execute(update(t.jobs).where(self._owned(lease)).values(**values))
+            if result.rowcount == 0:
+                return False
+            await conn.execute(
+                update(t.attempts)
+                .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
+                .values(finished_at=at, error=error)
+            )
+        return True
+
+    async def release(self, lease: Lease) -> None:
+        """Give the job back (shutdown): the next claimant re-attaches to its prompt."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(t.jobs)
+                .where(self._owned(lease))
+                .values(lease_owner=None, lease_expires=None, updated_at=now())
+            )

@@ -1,0 +1,109 @@
+"""The store on both SQLite and PostgreSQL: create, claim with a lease, finish, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from sakuga.domain.jobs import JobStatus
+from sakuga.errors import IdempotencyKeyReuse
+from sakuga.store import NewJob, Store
+
+WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {}}}
+
+
+def new_job(**kw: object) -> NewJob:
+    fields: dict[str, object] = {
+        "id": str(uuid.uuid4()),
+        "owner": "local",
+        "workflow": WORKFLOW,
+        "fingerprint": "f",
+        "eligible_backends": (),
+    }
+    fields.update(kw)
+    return NewJob(**fields)  # type: ignore[arg-type]
+
+
+async def test_submitted_job_is_queued_with_position(db_url: str) -> None:
+    async with Store(db_url) as store:
+        first, second = new_job(), new_job()
+        await store.writer.submit(first)
+        await store.writer.submit(second)
+        job = await store.jobs.get(second.id)
+        assert job is not None and job.status is JobStatus.QUEUED
+        assert job.created_at.tzinfo is not None
+        assert await store.jobs.queue_position(job) == 2
+
+
+async def test_concurrent_submissions_commit_in_batches(db_url: str) -> None:
+    async with Store(db_url) as store:
+        batch = [new_job() for _ in range(50)]
+        await asyncio.gather(*(store.writer.submit(n) for n in batch))
+        listed = await store.jobs.page(None, limit=100)
+        assert {j.id for j in listed} == {n.id for n in batch}
+
+
+async def test_idempotency_key_is_single_use(db_url: str) -> None:
+    async with Store(db_url) as store:
+        first = new_job(idempotency_key="k1")
+        await store.writer.submit(first)
+        others = [new_job(idempotency_key="k1"), new_job(idempotency_key="k2")]
+        results = await asyncio.gather(
+            *(store.writer.submit(n) for n in others), return_exceptions=True
+        )
+        assert isinstance(results[0], IdempotencyKeyReuse)
+        assert results[0].details == {"job_id": first.id}
+        assert results[1] is None
+
+
+async def test_claim_is_exclusive_and_lease_guards_writes(db_url: str) -> None:
+    async with Store(db_url) as store:
+        job = new_job()
+        await store.writer.submit(job)
+        claims = await asyncio.gather(
+            *(store.leases.claim(f"w{i}", "http://b", lease_s=30) for i in range(5))
+        )
+        won = [c for c in claims if c is not None]
+        assert len(won) == 1
+        claimed, lease = won[0]
+        assert claimed.id == job.id and lease.attempt == 1
+        assert await store.leases.start_attempt(
+            lease, backend="http://b", prompt_id="p", client_id="c"
+        )
+        assert await store.leases.mark_running(lease)
+        stale = type(lease)(lease.job_id, "intruder", lease.attempt)
+        assert not await store.leases.finish(stale, JobStatus.SUCCEEDED)
+        assert await store.leases.finish(lease, JobStatus.SUCCEEDED, run_ms=10)
+        done = await store.jobs.get(job.id)
+        assert done is not None and done.status is JobStatus.SUCCEEDED
+        assert [a.prompt_id for a in done.attempts] == ["p"]
+
+
+async def test_expired_lease_is_taken_over(db_url: str) -> None:
+    async with Store(db_url) as store:
+        job = new_job()
+        await store.writer.submit(job)
+        first = await store.leases.claim("w1", "http://b", lease_s=-1)
+        assert first is not None
+        second = await store.leases.claim("w2", "http://b", lease_s=30)
+        assert second is not None and second[1].attempt == 2
+        assert await store.leases.heartbeat(first[1], 30) is None
+        assert await store.leases.heartbeat(second[1], 30) is False
+
+
+async def test_cancel_queued_job_never_claimed(db_url: str) -> None:
+    async with Store(db_url) as store:
+        job = new_job()
+        await store.writer.submit(job)
+        canceled = await store.jobs.request_cancel(job.id, "local")
+        assert canceled is not None and canceled.status is JobStatus.CANCELED
+        assert await store.leases.claim("w1", "http://b", lease_s=30) is None
+
+
+@pytest.mark.parametrize("backend, claimable", [("http://a", True), ("http://z", False)])
+async def test_claim_honours_eligible_backends(db_url: str, backend: str, claimable: bool) -> None:
+    async with Store(db_url) as store:
+        await store.writer.submit(new_job(eligible_backends=("http://a", "http://b")))
+        assert (await store.leases.claim("w", backend, lease_s=30) is not None) is claimable
