@@ -7,6 +7,8 @@ moves a running job through canceling -> canceled (a queued one straight to canc
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -119,3 +121,29 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+_SEED_INPUTS = frozenset({"seed", "noise_seed"})
+
+
+def fingerprint(
+    workflow: dict[str, Any], template: str | None, params: dict[str, Any] | None
+) -> str:
+    """What makes two jobs comparable for ETA: template + size + steps, or the graph sans seed."""
+    if template is not None and params is not None:
+        size = f"{params.get('width')}x{params.get('height')}"
+        return f"{template}:{size}:{params.get('steps')}"[:64]
+    stripped = {
+        node_id: {
+            "class_type": node.get("class_type"),
+            "inputs": {
+                k: v for k, v in (node.get("inputs") or {}).items() if k not in _SEED_INPUTS
+            },
+        }
+        for node_id, node in sorted(workflow.items())
+        if isinstance(node, dict)
+    }
+    digest = hashlib.blake2b(
+        json.dumps(stripped, sort_keys=True, default=str).encode(), digest_size=16
+    )
+    return "graph:" + digest.hexdigest()
