@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.databases"]
+pytest_plugins = [
+    "tests.fixtures.databases",
+    "tests.fixtures.api",
+    "tests.fixtures.engine",
+]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

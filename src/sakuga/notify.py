@@ -43,6 +43,16 @@ class Notifier:
         self._events[key].add(event)
         return event
 
+    @staticmethod
+    async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+        """Wait on a subscribed event with a deadline; True when it fired."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+
     def unsubscribe(self, key: str, event: asyncio.Event) -> None:
         waiters = self._events.get(key)
         if waiters is not None:

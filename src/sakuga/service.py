@@ -1,0 +1,105 @@
+"""Everything one sakuga process runs, opened in order and closed in reverse.
+
+Store -> artifacts -> backends (the embedded engine when none is configured) -> workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from types import TracebackType
+
+from sakuga.api.deps import Services
+from sakuga.artifacts import Artifacts
+from sakuga.comfy.client import Deadlines
+from sakuga.domain.templates import TemplateLimits
+from sakuga.notify import Notifier
+from sakuga.settings import Settings
+from sakuga.store import Store
+from sakuga.worker.backends import BackendPool
+from sakuga.worker.pool import WorkerPool, new_worker_id
+from sakuga.worker.runner import RunContext
+
+log = logging.getLogger(__name__)
+
+# The backend name of the in-process engine: stable across restarts, whatever its port.
+EMBEDDED = "embedded"
+
+
+def deadlines(settings: Settings) -> Deadlines:
+    return Deadlines(
+        connect_s=settings.connect_timeout_s,
+        silence_s=settings.silence_timeout_s,
+        job_s=settings.job_timeout_s,
+        history_poll_s=settings.history_poll_s,
+    )
+
+
+class Service:
+    """``async with Service(settings) as service``: the whole server minus HTTP."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self.services: Services | None = None
+        self.engine_url: str | None = None
+
+    async def __aenter__(self) -> Service:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await self._stack.enter_async_context(
+            Store(settings.database_url, retention_s=settings.retention_s)
+        )
+        artifacts = Artifacts(settings.artifacts_dir)
+        notifier = Notifier()
+        endpoints = {url: url for url in settings.backends}
+        if not endpoints:
+            from sakuga.engine.options import EngineOptions
+            from sakuga.engine.server import EngineServer
+
+            engine = await self._stack.enter_async_context(
+                EngineServer(
+                    EngineOptions(
+                        data_dir=settings.data_dir / "engine", step_s=settings.engine_step_s
+                    ),
+                    host="127.0.0.1",
+                    port=settings.engine_port,
+                )
+            )
+            self.engine_url = engine.url
+            endpoints = {EMBEDDED: engine.url}
+            log.info("embedded engine at %s (stand-in renderer, not a diffusion model)", engine.url)
+        backends = await self._stack.enter_async_context(
+            BackendPool(
+                endpoints, capacity=settings.backend_capacity, deadlines=deadlines(settings)
+            )
+        )
+        await backends.load_cached(store)
+        await backends.refresh_all(store)
+        self.services = Services(
+            settings=settings,
+            store=store,
+            artifacts=artifacts,
+            notifier=notifier,
+            backends=backends,
+            limits=TemplateLimits.from_settings(settings),
+        )
+        if settings.workers:
+            ctx = RunContext(settings, store, artifacts, notifier, new_worker_id())
+            await self._stack.enter_async_context(WorkerPool(ctx, backends))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
