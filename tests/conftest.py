@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.databases",
     "tests.fixtures.api",
     "tests.fixtures.engine",
+    "tests.fixtures.servers",
 ]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

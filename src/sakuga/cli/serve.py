@@ -68,6 +68,7 @@ def serve(
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # connections wait in the backlog while start-up finishes
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings), log_level=log_level.lower(), timeout_graceful_shutdown=10
