@@ -1,6 +1,7 @@
 """One typed settings object, read from ``SAKUGA_*`` environment variables.
 
-Built by the entry point (never at import) and validated at start-up.
+Built by the entry point (never at import) and validated at start-up. Every field is also a
+``sakuga serve`` option (see ``sakuga.cli.options``), so the two can never drift apart.
 """
 
 from __future__ import annotations
@@ -17,46 +18,54 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SAKUGA_", extra="ignore")
 
-    database_url: str = "sqlite+aiosqlite:///./sakuga-data/sakuga.db"
-    data_dir: Path = Path("./sakuga-data")
-    backends: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str | None = None
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./sakuga-data/sakuga.db",
+        description="SQLAlchemy async URL: SQLite (WAL) or postgresql+asyncpg://…",
+    )
+    data_dir: Path = Field(Path("./sakuga-data"), description="Artifacts and engine files.")
+    backends: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated ComfyUI URLs; empty runs the embedded engine.",
+    )
+    host: str = Field("127.0.0.1", description="Address the API binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the API binds (0 = any free).")
+    public_url: str | None = Field(None, description="Base of absolute links in responses.")
 
-    # Embedded engine (used when ``backends`` is empty).
-    engine_step_s: float = 0.05
-    engine_port: int = 0
+    engine_step_s: float = Field(0.05, ge=0, description="Embedded engine: seconds per step.")
+    engine_port: int = Field(0, ge=0, le=65535, description="Embedded engine port (0 = any).")
 
-    # Workers.
-    workers: bool = True
-    backend_capacity: int = 2
-    lease_s: float = 30.0
-    heartbeat_s: float = 10.0
-    sweep_s: float = 5.0
-    poll_s: float = 1.0
+    workers: bool = Field(True, description="Run workers in this process.")
+    backend_capacity: int = Field(
+        2, ge=1, le=64, description="Slots per backend: running + prefetched prompts."
+    )
+    lease_s: float = Field(30.0, gt=0, description="How long a claimed job's lease lasts.")
+    heartbeat_s: float = Field(10.0, gt=0, description="How often a worker renews its lease.")
+    poll_s: float = Field(1.0, gt=0, description="Backstop poll for work from other processes.")
 
-    # ComfyUI client deadlines.
-    connect_timeout_s: float = 5.0
-    silence_timeout_s: float = 30.0
-    job_timeout_s: float = 3600.0
-    history_poll_s: float = 1.0
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connecting to a backend.")
+    silence_timeout_s: float = Field(
+        30.0, gt=0, description="Websocket silence before polling /history."
+    )
+    job_timeout_s: float = Field(3600.0, gt=0, description="Deadline for a whole job.")
+    history_poll_s: float = Field(1.0, gt=0, description="/history polling interval.")
 
-    # Template parameter bounds.
-    min_side_px: int = 64
-    max_side_px: int = 2048
-    max_aspect_ratio: float = 4.0
-    max_prompt_chars: int = 2000
-    max_steps: int = 150
+    min_side_px: int = Field(64, ge=8, description="Template width/height minimum.")
+    max_side_px: int = Field(2048, ge=8, description="Template width/height maximum.")
+    max_aspect_ratio: float = Field(4.0, ge=1, description="Longest side / shortest side.")
+    max_prompt_chars: int = Field(2000, ge=1, description="Template prompt length limit.")
+    max_steps: int = Field(150, ge=1, description="Template sampler steps limit.")
 
-    # Retention of jobs and their outputs.
-    retention_s: int = 7 * 24 * 3600
+    retention_s: int = Field(
+        7 * 24 * 3600, gt=0, description="How long jobs and outputs stay retrievable."
+    )
 
     @field_validator("backends", mode="before")
     @classmethod
     def _split_backends(cls, value: object) -> object:
         if isinstance(value, str):
-            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(part).strip().rstrip("/") for part in value if str(part).strip()]
         return value
 
     @property

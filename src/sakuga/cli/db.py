@@ -6,7 +6,8 @@ import asyncio
 
 import typer
 
-from sakuga.cli.options import DatabaseUrl, build_settings
+from sakuga.cli.options import with_settings_options
+from sakuga.settings import Settings
 from sakuga.store.db import Database
 from sakuga.store.migrate import upgrade
 
@@ -18,9 +19,9 @@ def register(app: typer.Typer) -> None:
 
 
 @db_app.command("upgrade")
-def upgrade_cmd(database_url: DatabaseUrl = None) -> None:
+@with_settings_options(only={"database_url"})
+def upgrade_cmd(settings: Settings) -> None:
     """Bring the database schema to the latest version (also done on every start)."""
-    settings = build_settings(database_url=database_url)
 
     async def run() -> None:
         async with Database(settings.database_url) as database:

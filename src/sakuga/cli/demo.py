@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +10,10 @@ import typer
 
 from sakuga.api.app import create_app
 from sakuga.cli.client import console, follow
-from sakuga.cli.options import DataDir, EngineStep, build_settings
+from sakuga.cli.options import with_settings_options
 from sakuga.cli.remote import Remote
 from sakuga.serving import UvicornServer
+from sakuga.settings import Settings
 
 DEMO_PROMPT = "a paper lantern festival over a river at dusk"
 
@@ -22,19 +22,19 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
 
 
+@with_settings_options(only={"data_dir", "database_url", "engine_step_s", "backends"})
 def demo(
+    settings: Settings,
     prompt: Annotated[str, typer.Option(help="What to draw.")] = DEMO_PROMPT,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 20,
-    data_dir: DataDir = None,
-    engine_step_s: EngineStep = None,
     output_dir: Annotated[Path, typer.Option(help="Where to save the image.")] = Path(
         "sakuga-output"
     ),
 ) -> None:
     """Render one txt2img job end to end with no GPU and print where the image is."""
-    settings = build_settings(data_dir=data_dir, engine_step_s=engine_step_s)
-    if data_dir is not None and "SAKUGA_DATABASE_URL" not in os.environ:
-        settings.database_url = f"sqlite+aiosqlite:///{data_dir / 'sakuga.db'}"
+    if "database_url" not in settings.model_fields_set:
+        # Keep the demo's database beside its data folder.
+        settings.database_url = f"sqlite+aiosqlite:///{settings.data_dir / 'sakuga.db'}"
 
     async def run() -> list[Path]:
         async with UvicornServer(create_app(settings), port=0) as server:
