@@ -1,0 +1,91 @@
+"""sakuga's extra job fields and read routes: ETA, metadata labels, idempotency, readiness."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from tests.fixtures.api import RunningApi, StartApi
+from tests.integration.jobs_support import finish, long_job, submit, wait_status
+from tests.integration.test_jobs_api import BLANK_WORKFLOW
+
+
+async def test_eta_appears_after_three_measured_runs(start_api: StartApi) -> None:
+    api = await start_api(backend_capacity=1, engine_step_s=0.02)
+    body = long_job(steps=5)
+    for _ in range(3):
+        first = await submit(api.http, body)
+        assert first["eta_s"] is None
+        await finish(api.http, first["id"])
+    blocker = await submit(api.http, long_job(steps=150, prompt="blocker"))
+    await wait_status(api.http, blocker["id"], "running")
+    waiting = await submit(api.http, body)
+    assert waiting["queue_position"] == 1
+    assert waiting["eta_s"] is not None and waiting["eta_s"] > 0
+    await api.http.post(f"/api/v2/jobs/{blocker['id']}/cancel")
+
+
+async def test_metadata_labels_filter_the_list(api: RunningApi) -> None:
+    await submit(api.http, {"workflow": BLANK_WORKFLOW, "metadata": {"book": "a"}})
+    wanted = await submit(api.http, {"workflow": BLANK_WORKFLOW, "metadata": {"book": "b"}})
+    page = (await api.http.get("/api/v2/jobs", params={"metadata[book]": "b"})).json()
+    assert [j["id"] for j in page["jobs"]] == [wanted["id"]]
+    assert page["jobs"][0]["metadata"] == {"book": "b"}
+
+
+async def test_idempotency_key_is_single_use_over_http(api: RunningApi) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    body: dict[str, Any] = {"workflow": BLANK_WORKFLOW}
+    first = await api.http.post("/api/v2/jobs", json=body, headers=headers)
+    assert first.status_code == 201
+    again = await api.http.post("/api/v2/jobs", json=body, headers=headers)
+    assert again.status_code == 422
+    error = again.json()["error"]
+    assert error["code"] == "idempotency_key_reuse"
+    assert error["details"]["job_id"] == first.json()["id"]
+
+
+async def test_rejected_submission_does_not_consume_the_key(api: RunningApi) -> None:
+    headers = {"Idempotency-Key": "retry-me"}
+    bad = await api.http.post(
+        "/api/v2/jobs", json={"template": "txt2img", "params": {}}, headers=headers
+    )
+    assert bad.status_code == 422
+    good = await api.http.post(
+        "/api/v2/jobs", json={"template": "txt2img", "params": {"prompt": "ok"}}, headers=headers
+    )
+    assert good.status_code == 201
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_readyz_fails_fast_when_no_backend_answers(start_api: StartApi) -> None:
+    api = await start_api(backends=[f"http://127.0.0.1:{closed_port()}"], connect_timeout_s=1)
+    assert (await api.http.get("/healthz")).status_code == 200
+    started = time.monotonic()
+    ready = await api.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"store": True, "backend": False}
+    assert time.monotonic() - started < 2.0  # bounded (250 ms budget), never a hang
+    health = (await api.http.get("/api/v2/health")).json()
+    assert health["backends"][0]["reachable"] is False
+
+
+async def test_submit_without_backend_info_is_503_with_retry_after(start_api: StartApi) -> None:
+    api = await start_api(backends=[f"http://127.0.0.1:{closed_port()}"], connect_timeout_s=0.5)
+    response = await api.http.post("/api/v2/jobs", json={"workflow": BLANK_WORKFLOW})
+    assert response.status_code == 503
+    assert response.headers["retry-after"].isdigit()
+    assert response.json()["error"]["code"] == "backend_unavailable"
+
+
+async def test_openapi_describes_the_job_routes(api: RunningApi) -> None:
+    spec = (await api.http.get("/openapi.json")).json()
+    for path in ("/api/v2/jobs", "/api/v2/jobs/{job_id}", "/api/v2/jobs/{job_id}/events"):
+        assert path in spec["paths"]
+    assert (await api.http.get("/docs")).status_code == 200
