@@ -72,3 +72,22 @@ async def test_killed_engine_fails_the_job_naming_the_backend(
     assert final["status"] == "failed"
     assert proc.url in final["error"]["message"]
     assert final["error"]["code"] in {"backend_unreachable", "backend_lost"}
+
+
+async def test_job_past_its_deadline_fails_and_frees_the_backend(
+    make_engine: EngineFactory, start_api: StartApi
+) -> None:
+    async with make_engine(step_s=0.05) as engine:
+        api = await start_api(backends=[engine.url], job_timeout_s=1.0)
+        final = await finish(api.http, (await submit(api.http, long_job(steps=150)))["id"])
+        assert final["status"] == "failed"
+        assert final["error"]["code"] == "backend_timeout"
+        assert "job_s=1.0" in final["error"]["message"]
+        after = await finish(api.http, (await submit(api.http, long_job(steps=2)))["id"])
+        assert after["status"] == "succeeded"
+        # The prompt past its deadline was interrupted, not left to hold the engine.
+        prompt_id = final["attempts"][0]["prompt_id"]
+        async with httpx.AsyncClient(base_url=engine.url, timeout=5) as http:
+            entry = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
+        kinds = [message[0] for message in entry["status"]["messages"]]
+        assert "execution_interrupted" in kinds

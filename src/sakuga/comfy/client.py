@@ -11,6 +11,7 @@ import asyncio
 import logging
 import mimetypes
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
@@ -175,11 +176,20 @@ class ComfyClient:
         partial_targets: Collection[str] | None = None,
         extra_data: Mapping[str, Any] | None = None,
         progress_floor: float = 0.0,
+        job_s: float | None = None,
     ) -> RunResult:
-        """Submit and follow a prompt to its end. Raises ``ExecutionFailed``,
-        ``ExecutionInterrupted``, ``BackendRejected``/``Unreachable``/``Timeout``/``Lost``."""
+        """Submit and follow a prompt to its end (``job_s`` overrides the whole-job deadline).
+        Raises ``ExecutionFailed``, ``ExecutionInterrupted``, ``BackendRejected``/
+        ``Unreachable``/``Timeout``/``Lost``."""
         tracker = self._tracker(
-            prompt, prompt_id, client_id, on_event, object_info, partial_targets, progress_floor
+            prompt,
+            prompt_id,
+            client_id,
+            on_event,
+            object_info,
+            partial_targets,
+            progress_floor,
+            job_s,
         )
         socket = await self.open_socket(client_id)  # before submitting, or early events are lost
         try:
@@ -206,12 +216,20 @@ class ComfyClient:
         object_info: Mapping[str, Any] | None = None,
         partial_targets: Collection[str] | None = None,
         progress_floor: float = 0.0,
+        job_s: float | None = None,
     ) -> RunResult:
         """Follow a prompt submitted earlier (maybe by a dead process) with the same client_id.
         Raises ``BackendLost`` when the backend no longer knows it: submit it again, and the
         errors of ``run`` otherwise."""
         tracker = self._tracker(
-            prompt, prompt_id, client_id, on_event, object_info, partial_targets, progress_floor
+            prompt,
+            prompt_id,
+            client_id,
+            on_event,
+            object_info,
+            partial_targets,
+            progress_floor,
+            job_s,
         )
         # The socket opens first so the end marker cannot slip by; the first look at
         # /history and /queue then says done (collect), queued (track) or unknown (lost).
@@ -244,11 +262,18 @@ class ComfyClient:
         object_info: Mapping[str, Any] | None,
         partial_targets: Collection[str] | None,
         floor: float,
+        job_s: float | None = None,
     ) -> Tracker:
         execute = planned_nodes(prompt, object_info, partial_targets)
         model = ProgressModel.from_prompt(prompt, execute=execute, prompt_id=prompt_id, floor=floor)
+        deadlines = replace(self._deadlines, job_s=job_s) if job_s is not None else None
         return Tracker(
-            self, prompt_id=prompt_id, client_id=client_id, model=model, on_event=on_event
+            self,
+            prompt_id=prompt_id,
+            client_id=client_id,
+            model=model,
+            on_event=on_event,
+            deadlines=deadlines,
         )
 
     # -- HTTP plumbing ---------------------------------------------------------------------

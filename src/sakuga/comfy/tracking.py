@@ -94,9 +94,10 @@ class Tracker:
         client_id: str,
         model: ProgressModel,
         on_event: OnEvent,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._backend = backend
-        self._deadlines = backend.deadlines
+        self._deadlines = deadlines or backend.deadlines
         self._prompt_id = prompt_id
         self._client_id = client_id
         self._model = model

@@ -50,6 +50,8 @@ class Template:
     parameters: tuple[Parameter, ...]
     graph: dict[str, Any]
     output_nodes: tuple[str, ...]
+    # Whole-job deadline on a backend; None uses the server's job_timeout_s.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,12 @@ def describe(template: Template, limits: TemplateLimits | None = None) -> dict[s
         if param.limit == "side":
             entry["multiple_of"] = SIDE_MULTIPLE
         parameters.append(entry)
-    return {"name": template.name, "description": template.description, "parameters": parameters}
+    return {
+        "name": template.name,
+        "description": template.description,
+        "parameters": parameters,
+        "timeout_s": template.timeout_s,
+    }
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -353,7 +360,12 @@ def _txt2img() -> Template:
         ),
     )
     return Template(
-        "txt2img", "Text to image with a Stable Diffusion checkpoint.", parameters, graph, ("9",)
+        "txt2img",
+        "Text to image with a Stable Diffusion checkpoint.",
+        parameters,
+        graph,
+        ("9",),
+        timeout_s=1800.0,
     )
 
 
@@ -381,5 +393,10 @@ def _blank() -> Template:
         ),
     )
     return Template(
-        "blank", "A plain inverted colour image; no model, fast.", parameters, graph, ("3",)
+        "blank",
+        "A plain inverted colour image; no model, fast.",
+        parameters,
+        graph,
+        ("3",),
+        timeout_s=60.0,
     )

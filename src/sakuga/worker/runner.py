@@ -19,7 +19,14 @@ from sakuga.comfy.client import RunResult
 from sakuga.comfy.progress import Progress
 from sakuga.comfy.protocol import OutputFile
 from sakuga.domain.jobs import Job, JobError, JobStatus
-from sakuga.errors import BackendError, BackendLost, ExecutionFailed, ExecutionInterrupted
+from sakuga.domain.templates import builtin_templates
+from sakuga.errors import (
+    BackendError,
+    BackendLost,
+    BackendTimeout,
+    ExecutionFailed,
+    ExecutionInterrupted,
+)
 from sakuga.notify import Notifier, job_key
 from sakuga.settings import Settings
 from sakuga.store import Lease, Store
@@ -62,6 +69,14 @@ class JobRun:
         self._dirty = asyncio.Event()
         self._seen: set[tuple[str, str, str, str]] = set()
         self._started = time.monotonic()
+
+    @property
+    def _job_s(self) -> float:
+        """The template's own deadline when it has one, else the server's."""
+        template = builtin_templates().get(self.job.template or "")
+        if template is not None and template.timeout_s is not None:
+            return min(template.timeout_s, self.ctx.settings.job_timeout_s)
+        return self.ctx.settings.job_timeout_s
 
     @property
     def _floor(self) -> float:
@@ -113,12 +128,15 @@ class JobRun:
                     on_event=self._on_event,
                     object_info=self.backend.object_info,
                     progress_floor=self._floor,
+                    job_s=self._job_s,
                 )
         except ExecutionInterrupted as exc:
             status = JobStatus.CANCELED if self.cancel.is_set() else JobStatus.FAILED
             await self._finish(status, None if self.cancel.is_set() else _error(exc))
             return
         except BackendError as exc:
+            if isinstance(exc, BackendTimeout):
+                await self._interrupt()  # past its deadline: free the backend for other work
             if self.cancel.is_set():
                 await self._finish(JobStatus.CANCELED, None)
             else:
@@ -143,6 +161,7 @@ class JobRun:
                 on_event=self._on_event,
                 object_info=self.backend.object_info,
                 progress_floor=self._floor,
+                job_s=self._job_s,
             )
         except BackendLost:
             log.info("prompt gone from backend; submitting again", extra={"job_id": self.job.id})
