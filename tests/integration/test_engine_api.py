@@ -16,7 +16,11 @@ from PIL import Image
 from websockets.sync.client import connect as sync_connect
 
 from sakuga.engine.server import EngineServer
-from tests.fixtures.engine import engine, no_model_prompt, run_prompt, txt2img_prompt  # noqa: F401
+from tests.fixtures.engine import (
+    no_model_prompt,
+    run_prompt,
+    txt2img_prompt,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -70,7 +74,7 @@ def comfyui_example_client(server_address: str, prompt: dict[str, Any]) -> dict[
         return get_images(ws, prompt)
 
 
-async def test_comfyui_websocket_example_client_gets_its_images(engine: EngineServer) -> None:  # noqa: F811
+async def test_comfyui_websocket_example_client_gets_its_images(engine: EngineServer) -> None:
     """A client written like ComfyUI's own websocket example works unchanged."""
     address = engine.url.removeprefix("http://")
     prompt = txt2img_prompt(seed=5, width=96, height=64, batch_size=2)
@@ -84,7 +88,7 @@ async def test_comfyui_websocket_example_client_gets_its_images(engine: EngineSe
             assert json.loads(picture.info["prompt"]) == prompt
 
 
-async def test_submit_answers_prompt_id_number_and_node_errors(engine: EngineServer) -> None:  # noqa: F811
+async def test_submit_answers_prompt_id_number_and_node_errors(engine: EngineServer) -> None:
     """POST /prompt answers like ComfyUI; the number counter advances on every POST."""
     async with httpx.AsyncClient(base_url=engine.url) as http:
         first = await http.post("/prompt", json={"prompt": no_model_prompt()})
@@ -103,7 +107,7 @@ async def test_submit_answers_prompt_id_number_and_node_errors(engine: EngineSer
     assert explicit.json()["number"] == -100.0
 
 
-async def test_rejections_match_comfyui(engine: EngineServer) -> None:  # noqa: F811
+async def test_rejections_match_comfyui(engine: EngineServer) -> None:
     """no_prompt, invalid graphs and non-JSON bodies answer as ComfyUI does."""
     async with httpx.AsyncClient(base_url=engine.url) as http:
         no_prompt = await http.post("/prompt", json={"client_id": "x"})
@@ -130,7 +134,7 @@ async def test_rejections_match_comfyui(engine: EngineServer) -> None:  # noqa: 
     assert queue.json() == {"queue_running": [], "queue_pending": []}
 
 
-async def test_history_view_and_jobs_after_a_run(engine: EngineServer) -> None:  # noqa: F811
+async def test_history_view_and_jobs_after_a_run(engine: EngineServer) -> None:
     """History, /view and /api/jobs describe a finished prompt as ComfyUI records it."""
     extra = {"extra_pnginfo": {"workflow": {"id": "demo-workflow-id"}}}
     done = await run_prompt(engine.url, no_model_prompt("s01"), extra_data=extra)
@@ -181,7 +185,7 @@ async def test_history_view_and_jobs_after_a_run(engine: EngineServer) -> None: 
     ],
 )
 async def test_view_refuses_like_comfyui(
-    engine: EngineServer,  # noqa: F811
+    engine: EngineServer,
     params: dict[str, str],
     status: int,
 ) -> None:
@@ -190,7 +194,7 @@ async def test_view_refuses_like_comfyui(
         assert (await http.get("/view", params=params)).status_code == status
 
 
-async def test_view_reencodes_previews_and_channels(engine: EngineServer) -> None:  # noqa: F811
+async def test_view_reencodes_previews_and_channels(engine: EngineServer) -> None:
     """preview=jpeg/webp and channel=rgb/a re-encode the stored file."""
     done = await run_prompt(engine.url, no_model_prompt("enc"))
     name = done.history["outputs"]["3"]["images"][0]["filename"]
@@ -204,7 +208,7 @@ async def test_view_reencodes_previews_and_channels(engine: EngineServer) -> Non
     assert rgb.headers["content-type"] == alpha.headers["content-type"] == "image/png"
 
 
-async def test_upload_reuses_identical_bytes_and_renames_others(engine: EngineServer) -> None:  # noqa: F811
+async def test_upload_reuses_identical_bytes_and_renames_others(engine: EngineServer) -> None:
     """Uploads follow ComfyUI's naming: same bytes keep the name, new bytes get ' (1)'."""
     png = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 10, 10)).save(png, format="PNG")
@@ -231,7 +235,7 @@ async def test_upload_reuses_identical_bytes_and_renames_others(engine: EngineSe
     assert done.history["status"]["status_str"] == "success"
 
 
-async def test_discovery_routes(engine: EngineServer) -> None:  # noqa: F811
+async def test_discovery_routes(engine: EngineServer) -> None:
     """object_info, system_stats, features, models and embeddings have ComfyUI's shapes."""
     async with httpx.AsyncClient(base_url=engine.url) as http:
         info = (await http.get("/object_info")).json()
@@ -259,7 +263,7 @@ async def test_discovery_routes(engine: EngineServer) -> None:  # noqa: F811
     assert head.status_code == 200
 
 
-async def test_origin_check_and_options(engine: EngineServer) -> None:  # noqa: F811
+async def test_origin_check_and_options(engine: EngineServer) -> None:
     """A loopback Host with a different Origin gets 403; OPTIONS always 200."""
     host = engine.url.removeprefix("http://")
     async with httpx.AsyncClient(base_url=engine.url) as http:
@@ -275,7 +279,7 @@ async def test_origin_check_and_options(engine: EngineServer) -> None:  # noqa: 
     assert interrupt.status_code == 200 and interrupt.content == b""
 
 
-async def test_queue_and_history_edits_answer_empty_200(engine: EngineServer) -> None:  # noqa: F811
+async def test_queue_and_history_edits_answer_empty_200(engine: EngineServer) -> None:
     """POST /queue and POST /history reply 200 with an empty body; deleted history is {}."""
     done = await run_prompt(engine.url, no_model_prompt("del"))
     async with httpx.AsyncClient(base_url=engine.url) as http:

@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from sakuga.engine.server import EngineServer
-from tests.fixtures.engine import EngineFactory, make_engine  # noqa: F401
+from tests.fixtures.engine import EngineFactory
 
 RECV_TIMEOUT_S = 10.0
 # The recordings started some scenarios with the checkpoint loader already cached.
@@ -314,7 +314,7 @@ SCENARIOS = [
 async def test_recorded_scenario_replays_with_the_same_messages(
     scenario: str,
     shared_dir: Path,
-    make_engine: EngineFactory,  # noqa: F811
+    make_engine: EngineFactory,
 ) -> None:
     """The recorded HTTP requests produce the recorded websocket message sequence."""
     lines = load(shared_dir, scenario)

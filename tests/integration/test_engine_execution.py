@@ -13,11 +13,9 @@ import pytest
 import websockets
 
 from sakuga.engine.server import EngineServer
-from tests.fixtures.engine import (  # noqa: F401
+from tests.fixtures.engine import (
     EngineFactory,
     collect_until_done,
-    engine,
-    make_engine,
     no_model_prompt,
     run_prompt,
     txt2img_prompt,
@@ -44,7 +42,7 @@ async def recv_until(ws: websockets.ClientConnection, kind: str) -> dict[str, An
             return message
 
 
-async def test_identical_prompt_is_served_from_cache(engine: EngineServer) -> None:  # noqa: F811
+async def test_identical_prompt_is_served_from_cache(engine: EngineServer) -> None:
     """A resubmitted prompt runs nothing, writes no file and repeats the old output."""
     first = await run_prompt(engine.url, txt2img_prompt(prefix="cache"))
     again = await run_prompt(engine.url, txt2img_prompt(prefix="cache"))
@@ -59,7 +57,7 @@ async def test_identical_prompt_is_served_from_cache(engine: EngineServer) -> No
     assert [m["node"] for m in renamed.of_type("executing")] == ["9", None]
 
 
-async def test_unrelated_prompt_drops_the_cache(engine: EngineServer) -> None:  # noqa: F811
+async def test_unrelated_prompt_drops_the_cache(engine: EngineServer) -> None:
     """Only consecutive prompts share cached nodes (ComfyUI's clean_unused)."""
     await run_prompt(engine.url, txt2img_prompt(seed=1))
     await run_prompt(engine.url, no_model_prompt())
@@ -67,13 +65,13 @@ async def test_unrelated_prompt_drops_the_cache(engine: EngineServer) -> None:  
     assert after.of_type("execution_cached")[0]["nodes"] == []
 
 
-async def test_new_seed_reuses_loader_and_text_encodes(engine: EngineServer) -> None:  # noqa: F811
+async def test_new_seed_reuses_loader_and_text_encodes(engine: EngineServer) -> None:
     await run_prompt(engine.url, txt2img_prompt(seed=1))
     after = await run_prompt(engine.url, txt2img_prompt(seed=2))
     assert after.of_type("execution_cached")[0]["nodes"] == ["4", "6", "7", "5"]
 
 
-async def test_interrupt_lands_mid_step(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_interrupt_lands_mid_step(make_engine: EngineFactory) -> None:
     """With 2 s steps, an interrupt stops the sampler in milliseconds, not at the step end."""
     async with make_engine(step_s=2.0) as server:
         client_id = str(uuid.uuid4())
@@ -96,14 +94,14 @@ async def test_interrupt_lands_mid_step(make_engine: EngineFactory) -> None:  # 
     assert history == {} or history[prompt_id]["status"]["status_str"] == "error"
 
 
-async def test_interrupt_while_idle_does_not_kill_the_next_prompt(engine: EngineServer) -> None:  # noqa: F811
+async def test_interrupt_while_idle_does_not_kill_the_next_prompt(engine: EngineServer) -> None:
     async with httpx.AsyncClient(base_url=engine.url) as http:
         await http.post("/interrupt")
     done = await run_prompt(engine.url, txt2img_prompt())
     assert done.history["status"]["status_str"] == "success"
 
 
-async def test_queue_runs_by_number_then_front(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_queue_runs_by_number_then_front(make_engine: EngineFactory) -> None:
     """Pending prompts run in heap order: explicit -100, then the latest front, then FIFO."""
     async with make_engine(step_s=0.05) as server:
         client_id = str(uuid.uuid4())
@@ -139,7 +137,7 @@ async def test_queue_runs_by_number_then_front(make_engine: EngineFactory) -> No
     assert order == ["E", "C", "D"]
 
 
-async def test_partial_execution_targets_run_only_those_outputs(engine: EngineServer) -> None:  # noqa: F811
+async def test_partial_execution_targets_run_only_those_outputs(engine: EngineServer) -> None:
     prompt = no_model_prompt("target")
     prompt["5"] = {
         "class_type": "SaveImage",
@@ -150,7 +148,7 @@ async def test_partial_execution_targets_run_only_those_outputs(engine: EngineSe
     assert done.history["prompt"][4] == ["3"]
 
 
-async def test_previews_follow_the_client_feature_flags(engine: EngineServer) -> None:  # noqa: F811
+async def test_previews_follow_the_client_feature_flags(engine: EngineServer) -> None:
     """Event 4 with metadata for clients announcing it, event 1 JPEG otherwise, none by default."""
     plain = await run_prompt(engine.url, txt2img_prompt(seed=3, steps=2))
     legacy = await run_prompt(
@@ -193,7 +191,7 @@ async def test_previews_follow_the_client_feature_flags(engine: EngineServer) ->
     assert kinds[first - 1] == "progress_state" and kinds[first + 1] == "progress"
 
 
-async def test_prompt_without_client_id_broadcasts_progress_only(engine: EngineServer) -> None:  # noqa: F811
+async def test_prompt_without_client_id_broadcasts_progress_only(engine: EngineServer) -> None:
     """Without client_id, sockets see status and progress but no lifecycle events."""
     async with websockets.connect(ws_url(engine.url, "bystander")) as ws:
         await recv_json(ws)
@@ -211,7 +209,7 @@ async def test_prompt_without_client_id_broadcasts_progress_only(engine: EngineS
     assert set(kinds) == {"status", "progress_state", "progress"}
 
 
-async def test_text_frame_is_broadcast_and_preview_image_goes_to_temp(engine: EngineServer) -> None:  # noqa: F811
+async def test_text_frame_is_broadcast_and_preview_image_goes_to_temp(engine: EngineServer) -> None:
     size = {"width": ["2", 0], "height": ["2", 1], "batch_size": 1, "color": 255}
     prompt = {
         "1": {
@@ -239,7 +237,7 @@ async def test_text_frame_is_broadcast_and_preview_image_goes_to_temp(engine: En
     )
 
 
-async def test_runtime_error_reports_every_recorded_field(engine: EngineServer) -> None:  # noqa: F811
+async def test_runtime_error_reports_every_recorded_field(engine: EngineServer) -> None:
     prompt = no_model_prompt("../escape")
     done = await run_prompt(engine.url, prompt)
     (error,) = done.of_type("execution_error")
@@ -257,7 +255,7 @@ async def test_runtime_error_reports_every_recorded_field(engine: EngineServer) 
     assert done.types()[-3:] == ["execution_error", "status", "executing"]
 
 
-async def test_duplicate_client_id_silences_the_survivor(engine: EngineServer) -> None:  # noqa: F811
+async def test_duplicate_client_id_silences_the_survivor(engine: EngineServer) -> None:
     """A second socket with the same clientId replaces the first; when one closes, both are gone."""
     async with websockets.connect(ws_url(engine.url, "dup")) as first:
         await recv_json(first)
@@ -271,7 +269,7 @@ async def test_duplicate_client_id_silences_the_survivor(engine: EngineServer) -
     await second.close()
 
 
-async def test_reconnect_gets_the_executing_node(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_reconnect_gets_the_executing_node(make_engine: EngineFactory) -> None:
     async with make_engine(step_s=0.05) as server:
         async with websockets.connect(ws_url(server.url, "f")) as ws:
             await recv_json(ws)
@@ -291,7 +289,7 @@ async def test_reconnect_gets_the_executing_node(make_engine: EngineFactory) -> 
     assert executing == {"type": "executing", "data": {"node": "3"}}
 
 
-async def test_load_image_reruns_when_the_file_changes(engine: EngineServer) -> None:  # noqa: F811
+async def test_load_image_reruns_when_the_file_changes(engine: EngineServer) -> None:
     folder = engine.options.input_dir
     (folder / "a.png").write_bytes(_png((255, 0, 0)))
     prompt = {

@@ -6,17 +6,16 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
 import websockets
 
 from sakuga.engine.options import Faults
-from tests.fixtures.engine import (  # noqa: F401
+from tests.fixtures.engine import (
     EngineFactory,
     EngineProcess,
-    engine_process,
-    make_engine,
     no_model_prompt,
     run_prompt,
     txt2img_prompt,
@@ -26,7 +25,7 @@ from tests.fixtures.engine import (  # noqa: F401
 pytestmark = pytest.mark.timeout(30)
 
 
-async def test_fail_node_raises_an_execution_error(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_fail_node_raises_an_execution_error(make_engine: EngineFactory) -> None:
     async with make_engine(faults=Faults(fail_node="VAEDecode")) as server:
         done = await run_prompt(server.url, txt2img_prompt())
     (error,) = done.of_type("execution_error")
@@ -39,7 +38,7 @@ async def test_fail_node_raises_an_execution_error(make_engine: EngineFactory) -
     }
 
 
-async def test_oom_reports_torch_out_of_memory(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_oom_reports_torch_out_of_memory(make_engine: EngineFactory) -> None:
     async with make_engine(faults=Faults(oom=True)) as server:
         done = await run_prompt(server.url, txt2img_prompt())
     (error,) = done.of_type("execution_error")
@@ -48,7 +47,7 @@ async def test_oom_reports_torch_out_of_memory(make_engine: EngineFactory) -> No
     assert error["node_type"] == "KSampler"
 
 
-async def test_silent_sends_nothing_but_still_writes_history(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_silent_sends_nothing_but_still_writes_history(make_engine: EngineFactory) -> None:
     """A silent engine sends no frame, not even the connect status; /history still fills."""
     async with (
         make_engine(faults=Faults(silent=True)) as server,
@@ -65,7 +64,7 @@ async def test_silent_sends_nothing_but_still_writes_history(make_engine: Engine
             await asyncio.wait_for(ws.recv(), 0.2)
 
 
-async def test_drop_ws_closes_sockets_when_a_prompt_starts(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_drop_ws_closes_sockets_when_a_prompt_starts(make_engine: EngineFactory) -> None:
     async with (
         make_engine(faults=Faults(drop_ws=True)) as server,
         websockets.connect(ws_url(server.url, "d")) as ws,
@@ -79,7 +78,7 @@ async def test_drop_ws_closes_sockets_when_a_prompt_starts(make_engine: EngineFa
                     await ws.recv()
 
 
-async def test_latency_delays_every_http_reply(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_latency_delays_every_http_reply(make_engine: EngineFactory) -> None:
     async with make_engine() as server, httpx.AsyncClient(base_url=server.url) as http:
         await http.post("/sakuga/faults", json={"latency_s": 0.3})
         started = time.monotonic()
@@ -92,7 +91,7 @@ async def test_latency_delays_every_http_reply(make_engine: EngineFactory) -> No
     assert slow >= 0.3 > fast
 
 
-async def test_hang_waits_until_interrupted(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_hang_waits_until_interrupted(make_engine: EngineFactory) -> None:
     async with make_engine(faults=Faults(hang=True)) as server:
         client_id = str(uuid.uuid4())
         async with websockets.connect(ws_url(server.url, client_id)) as ws:
@@ -116,7 +115,7 @@ async def test_hang_waits_until_interrupted(make_engine: EngineFactory) -> None:
                         pass
 
 
-async def test_fault_route_reads_sets_and_resets(make_engine: EngineFactory) -> None:  # noqa: F811
+async def test_fault_route_reads_sets_and_resets(make_engine: EngineFactory) -> None:
     async with make_engine() as server, httpx.AsyncClient(base_url=server.url) as http:
         initial = (await http.get("/sakuga/faults")).json()
         changed = (
@@ -134,7 +133,9 @@ async def test_fault_route_reads_sets_and_resets(make_engine: EngineFactory) -> 
     assert ok.history["status"]["status_str"] == "success"
 
 
-async def test_crash_at_step_kills_the_process(engine_process) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+async def test_crash_at_step_kills_the_process(
+    engine_process: Callable[..., EngineProcess],
+) -> None:
     """The process exits hard (code 1) at the given sampler step, after earlier progress."""
     proc: EngineProcess = engine_process("--crash-at-step", "3")
     client_id = str(uuid.uuid4())

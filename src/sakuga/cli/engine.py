@@ -99,4 +99,12 @@ def engine(
     except ValueError as exc:
         print(f"sakuga engine: {exc}", file=sys.stderr)
         raise typer.Exit(2) from exc
-    run_engine(options, host, port, on_ready=_announce)
+    try:
+        run_engine(options, host, port, on_ready=_announce)
+    except OSError as exc:
+        print(
+            f"sakuga engine: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose another --port, or 0 for any free port",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1) from exc

@@ -80,12 +80,15 @@ class OutputCache:
             del self._entries[key]
 
     def get(self, signature: str) -> CacheEntry | None:
+        """The entry for ``signature``, or None."""
         return self._entries.get(signature)
 
     def put(self, signature: str, entry: CacheEntry) -> None:
+        """Remember a node's outputs under its signature."""
         self._entries[signature] = entry
 
     def clear(self) -> None:
+        """Forget everything (``POST /free {"free_memory": true}``)."""
         self._entries.clear()
 
     def __len__(self) -> int:

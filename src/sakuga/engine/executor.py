@@ -6,7 +6,7 @@ import asyncio
 
 from sakuga.engine.cache import OutputCache
 from sakuga.engine.files import DataDirs
-from sakuga.engine.hub import Hub
+from sakuga.engine.hub import INTERNAL_ERROR, Hub
 from sakuga.engine.options import EngineOptions, Faults
 from sakuga.engine.queue import PromptQueue, QueueItem
 from sakuga.engine.run import PromptRun
@@ -49,7 +49,7 @@ class Executor:
         # A global interrupt sent while idle or between prompts must not kill this one.
         self.interrupt.clear()
         if self.faults.drop_ws:
-            self.hub.close_all()
+            self.hub.close_all(INTERNAL_ERROR)
         run = PromptRun(
             item,
             hub=self.hub,

@@ -45,11 +45,13 @@ class DataDirs:
 
     def prepare(self) -> None:
         """Create the folders; empty temp/ like ComfyUI does at every start."""
-        temp = self.folder("temp")
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
+        self.wipe_temp()
         for kind in FOLDER_TYPES:
             self.folder(kind).mkdir(parents=True, exist_ok=True)
+
+    def wipe_temp(self) -> None:
+        """Delete temp/ (PreviewImage files), as ComfyUI does at start and exit."""
+        shutil.rmtree(self.folder("temp"), ignore_errors=True)
 
     def folder(self, kind: str) -> Path:
         """The folder for ``output``, ``input`` or ``temp``; raises ``KeyError`` otherwise."""

@@ -20,7 +20,8 @@ from starlette.websockets import WebSocket
 PREVIEW_IMAGE = 1
 TEXT = 3
 PREVIEW_IMAGE_WITH_METADATA = 4
-_CLOSE = object()
+GOING_AWAY = 1001  # shutdown
+INTERNAL_ERROR = 1011  # the drop_ws fault: looks like a server-side failure to the client
 
 
 class Connection:
@@ -30,22 +31,23 @@ class Connection:
         self.websocket = websocket
         self.sid = sid
         self.feature_flags: dict[str, Any] = {}
-        self._frames: asyncio.Queue[str | bytes | object] = asyncio.Queue()
+        self._frames: asyncio.Queue[str | bytes | int] = asyncio.Queue()
 
     def push(self, frame: str | bytes) -> None:
+        """Queue a frame for this socket."""
         self._frames.put_nowait(frame)
 
-    def close_soon(self) -> None:
-        """Close after the frames already queued have been sent."""
-        self._frames.put_nowait(_CLOSE)
+    def close_soon(self, code: int) -> None:
+        """Close with ``code`` after the frames already queued have been sent."""
+        self._frames.put_nowait(code)
 
     async def pump(self) -> None:
         """Send queued frames until closed or the client goes away."""
         while True:
             frame = await self._frames.get()
             try:
-                if frame is _CLOSE:
-                    await self.websocket.close(code=1011)
+                if isinstance(frame, int):
+                    await self.websocket.close(code=frame)
                     return
                 if isinstance(frame, str):
                     await self.websocket.send_text(frame)
@@ -74,9 +76,11 @@ class Hub:
         self._live.discard(connection)
 
     def socket_count(self) -> int:
+        """How many sids are registered (a replaced duplicate is not)."""
         return len(self._table)
 
     def supports_preview_metadata(self, sid: str | None) -> bool:
+        """True when ``sid``'s first message announced ``supports_preview_metadata``."""
         connection = self._table.get(sid) if sid is not None else None
         return bool(connection and connection.feature_flags.get("supports_preview_metadata"))
 
@@ -115,10 +119,10 @@ class Hub:
         if not self._is_silent():
             connection.push(json.dumps({"type": event, "data": data}))
 
-    def close_all(self) -> None:
-        """Close every open socket (the ``drop_ws`` fault and shutdown)."""
+    def close_all(self, code: int = GOING_AWAY) -> None:
+        """Close every open socket (shutdown, or the ``drop_ws`` fault with 1011)."""
         for connection in list(self._live):
-            connection.close_soon()
+            connection.close_soon(code)
 
     def _deliver(self, frame: str | bytes, sid: str | None) -> None:
         if sid is None:

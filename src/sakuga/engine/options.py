@@ -98,12 +98,15 @@ class EngineOptions:
 
     @property
     def input_dir(self) -> Path:
+        """Uploads and LoadImage files."""
         return self.data_dir / "input"
 
     @property
     def output_dir(self) -> Path:
+        """SaveImage files."""
         return self.data_dir / "output"
 
     @property
     def temp_dir(self) -> Path:
+        """PreviewImage files; wiped at every start."""
         return self.data_dir / "temp"

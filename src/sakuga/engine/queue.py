@@ -34,6 +34,7 @@ class QueueItem:
 
     @property
     def client_id(self) -> str | None:
+        """The websocket sid that receives this prompt's events, if any."""
         value = self.extra_data.get("client_id")
         return value if isinstance(value, str) else None
 
@@ -121,8 +122,10 @@ class PromptQueue:
         return out
 
     def delete_history(self, prompt_ids: Iterable[str]) -> None:
+        """Forget these finished prompts (unknown ids are ignored)."""
         for prompt_id in prompt_ids:
             self.history.pop(prompt_id, None)
 
     def clear_history(self) -> None:
+        """Forget every finished prompt."""
         self.history.clear()

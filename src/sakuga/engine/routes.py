@@ -25,6 +25,7 @@ class BadBody(Exception):
 
 
 def engine_of(request: Request | WebSocket) -> EngineState:
+    """The engine behind this request."""
     state: EngineState = request.app.state.engine
     return state
 
@@ -35,6 +36,7 @@ def server_error() -> Response:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; raises ``BadBody`` otherwise."""
     try:
         body = json.loads(await request.body())
     except ValueError as exc:
@@ -45,6 +47,7 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def empty() -> Response:
+    """ComfyUI's bare 200 with an empty body."""
     return Response(status_code=200)
 
 

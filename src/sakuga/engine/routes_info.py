@@ -72,10 +72,12 @@ async def system_stats(request: Request) -> Response:
 
 
 async def features(request: Request) -> Response:
+    """The server feature flags."""
     return JSONResponse(engine_of(request).server_flags)
 
 
 async def models(request: Request) -> Response:
+    """Model folder names, as ComfyUI 0.8.0 lists them."""
     return JSONResponse(list(MODEL_FOLDERS))
 
 
@@ -89,6 +91,7 @@ async def models_in_folder(request: Request) -> Response:
 
 
 async def embeddings(request: Request) -> Response:
+    """No embeddings: the stand-in has no text encoder files."""
     return JSONResponse([])
 
 

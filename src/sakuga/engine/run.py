@@ -26,6 +26,7 @@ _COERCE = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
 def now_ms() -> int:
+    """Milliseconds since the epoch, ComfyUI's timestamp unit."""
     return int(time.time() * 1000)
 
 

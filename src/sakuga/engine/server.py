@@ -20,6 +20,7 @@ from sakuga.engine.options import EngineOptions
 from sakuga.engine.state import EngineState
 
 READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -131,6 +132,7 @@ class _Uvicorn(uvicorn.Server):
         self._handle_signals = handle_signals
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening, then signal readiness."""
         await super().startup(sockets)
         self.ready.set()
 
@@ -173,6 +175,18 @@ def _config(app: Starlette, host: str) -> uvicorn.Config:
     )
 
 
+async def _started(server: _Uvicorn, serving: asyncio.Task[None], timeout_s: float) -> bool:
+    """Wait until uvicorn listens; False if it stopped or timed out first."""
+    ready = asyncio.create_task(server.ready.wait())
+    try:
+        await asyncio.wait({ready, serving}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready
+    return server.ready.is_set()
+
+
 class EngineServer:
     """``async with EngineServer(options) as engine:`` serves on ``engine.url`` until exit.
 
@@ -191,11 +205,13 @@ class EngineServer:
 
     @property
     def state(self) -> EngineState:
+        """The engine behind the app (queue, sockets, worker)."""
         state: EngineState = self.app.state.engine
         return state
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` (the real port once entered)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -204,12 +220,7 @@ class EngineServer:
         self.port = self._socket.getsockname()[1]
         self._server = _Uvicorn(_config(self.app, self.host), handle_signals=False)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        ready = asyncio.create_task(self._server.ready.wait())
-        done, _ = await asyncio.wait(
-            {ready, self._task}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if ready not in done:
-            ready.cancel()
+        if not await _started(self._server, self._task, READY_TIMEOUT_S):
             await self.__aexit__(None, None, None)
             raise RuntimeError(
                 f"sakuga engine did not start on {self.url} within {READY_TIMEOUT_S}s"
@@ -226,6 +237,10 @@ class EngineServer:
             self.state.hub.close_all()
             self._server.should_exit = True
         if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+            if not done and self._server is not None:
+                self._server.force_exit = True  # grace period over: stop hard
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -246,12 +261,9 @@ def run_engine(
         sock = _bind(host, port)
         server = _Uvicorn(_config(create_app(options), host), handle_signals=True)
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        ready = asyncio.create_task(server.ready.wait())
-        done, _ = await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
-        if ready in done and on_ready is not None:
+        if await _started(server, task, READY_TIMEOUT_S) and on_ready is not None:
             shown = f"[{host}]" if ":" in host else host
             on_ready(f"http://{shown}:{sock.getsockname()[1]}")
-        ready.cancel()
         await task
         sock.close()
 

@@ -38,6 +38,7 @@ class EngineState:
         }
 
     def exec_info(self) -> dict[str, Any]:
+        """``{"exec_info": {"queue_remaining": N}}``."""
         return {"exec_info": {"queue_remaining": self.queue.remaining}}
 
     def broadcast_status(self) -> None:
@@ -73,10 +74,11 @@ class EngineState:
         self._worker = asyncio.create_task(self.executor.run_forever(), name="sakuga-engine-worker")
 
     async def stop(self) -> None:
-        """Close the sockets, cancel the worker and wait for it."""
+        """Close the sockets, cancel the worker and wait for it, then empty temp/."""
         self.hub.close_all()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        self.dirs.wipe_temp()

@@ -49,10 +49,12 @@ class Images:
 
     @property
     def width(self) -> int:
+        """Width of every frame, in pixels."""
         return self.frames[0].width
 
     @property
     def height(self) -> int:
+        """Height of every frame, in pixels."""
         return self.frames[0].height
 
     def __repr__(self) -> str:
