@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -57,6 +58,12 @@ jobs = Table(
     # Epoch seconds from the database clock, so workers on skewed hosts agree.
     Column("lease_expires", Float),
     Column("run_ms", BigInteger),
+    # Retries: the job is not claimable before ``not_before`` (epoch s, database clock).
+    Column("not_before", Float),
+    Column("transient_failures", Integer, nullable=False, default=0, server_default="0"),
+    # Crashes and out-of-memory on a backend; at 3 the job is failed as poison.
+    Column("poison_strikes", Integer, nullable=False, default=0, server_default="0"),
+    Column("webhook_url", Text),
     UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
 )
 Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)
@@ -99,11 +106,58 @@ Index("ix_assets_owner_hash", assets.c.owner, assets.c.hash)
 Index("ix_assets_owner_file_path", assets.c.owner, assets.c.file_path)
 Index("ix_assets_job_id", assets.c.job_id)
 
-# Each backend's last /object_info, so validation works right after a restart.
+# Each backend's last /object_info, so validation works right after a restart; backends
+# registered at run time (``registered``) are also re-opened from here on start.
 backends = Table(
     "backends",
     metadata,
     Column("url", String(255), primary_key=True),
     Column("object_info", JSON, nullable=False),
     Column("refreshed_at", DateTime(timezone=True), nullable=False),
+    Column("registered", Boolean, nullable=False, default=False, server_default=false()),
+    Column("capacity", Integer),
+    Column("draining", Boolean, nullable=False, default=False, server_default=false()),
 )
+
+# API keys: only the SHA-256 of the secret is stored; ``owner`` scopes every row a key sees.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(128)),
+    Column("owner", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("webhook_url", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# The webhook outbox: written in the same transaction as the job state change it reports.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_expires", Float),
+    Column("last_error", Text),
+    Column("last_status_code", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+)
+Index(
+    "ix_webhook_deliveries_status_next",
+    webhook_deliveries.c.status,
+    webhook_deliveries.c.next_attempt_at,
+)
+Index("ix_webhook_deliveries_job_id", webhook_deliveries.c.job_id)
