@@ -7,7 +7,7 @@ Built by the entry point (never at import) and validated at start-up. Every fiel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -59,7 +59,63 @@ class Settings(BaseSettings):
         7 * 24 * 3600, gt=0, description="How long jobs and outputs stay retrievable."
     )
 
-    @field_validator("backends", mode="before")
+    # Retries of transient failures (full-jitter exponential backoff).
+    retry_attempts: int = Field(5, ge=1, description="Attempts per job, the first included.")
+    retry_base_s: float = Field(2.0, ge=0, description="First retry delay (0 = no waits).")
+    retry_cap_s: float = Field(300.0, ge=0, description="Longest single retry delay.")
+    retry_budget_s: float = Field(
+        3600.0, gt=0, description="Total time a job may spend retrying before it fails."
+    )
+    poison_strikes: int = Field(
+        3, ge=1, description="Backend crashes or out-of-memory before a job fails as poison."
+    )
+
+    # Backend health.
+    probe_s: float = Field(5.0, gt=0, description="Interval of backend health probes.")
+    probe_timeout_s: float = Field(2.0, gt=0, description="Deadline of one health probe.")
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open a backend's circuit breaker."
+    )
+    breaker_reset_s: float = Field(
+        30.0, gt=0, description="How long an open breaker waits before a trial probe."
+    )
+
+    # Auth and limits.
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys required: auto = whenever the bind is not loopback."
+    )
+    rate_limit: str = Field(
+        "120/minute", description="Per-key limit on submissions and uploads (limits syntax)."
+    )
+    rate_limit_storage: str = Field("memory://", description="limits storage URL.")
+    max_queued_per_key: int = Field(1000, ge=1, description="Queued jobs one key may have.")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="JSON body size limit.")
+    max_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Asset upload size limit."
+    )
+
+    # Webhooks.
+    webhook_attempts: int = Field(8, ge=1, description="Delivery attempts before dead-letter.")
+    webhook_base_s: float = Field(5.0, ge=0, description="First webhook retry delay.")
+    webhook_cap_s: float = Field(3600.0, ge=0, description="Longest webhook retry delay.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Deadline of one delivery.")
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs webhooks may reach despite the private-address rule.",
+    )
+    webhook_secret: str | None = Field(
+        None, description="Standard Webhooks signing secret (whsec_…); generated if unset."
+    )
+
+    # Signed output URLs.
+    url_signing_key: str | None = Field(
+        None, description="HMAC key for signed download URLs; generated if unset."
+    )
+    signed_url_ttl_s: int = Field(3600, gt=0, description="Lifetime of a signed URL.")
+
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+
+    @field_validator("backends", "webhook_allow", mode="before")
     @classmethod
     def _split_backends(cls, value: object) -> object:
         if isinstance(value, str):

@@ -33,6 +33,11 @@ def pixel(data: bytes, at: tuple[int, int] = (0, 0)) -> Any:
     return Image.open(io.BytesIO(data)).convert("RGB").getpixel(at)
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    size: tuple[int, int] = Image.open(io.BytesIO(data)).size
+    return size
+
+
 def blank_invert(width: int = 64, height: int = 48, color: int = 0) -> dict[str, Any]:
     """EmptyImage -> ImageInvert -> SaveImage, which the embedded engine runs at once."""
     return {

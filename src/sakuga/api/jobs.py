@@ -131,7 +131,8 @@ def _resolve_body(
     return body.workflow, None, None
 
 
-@router.get("/jobs", response_model=JobPage, responses=ERRORS)
+# exclude_unset: the last page has no ``next_cursor`` key at all (API-V2 §2), not a null.
+@router.get("/jobs", response_model=JobPage, response_model_exclude_unset=True, responses=ERRORS)
 async def list_jobs(
     request: Request,
     svc: Annotated[Services, Depends(services)],

@@ -48,7 +48,7 @@ class OutputOut(BaseModel):
     size_bytes: int
     hash: str | None
     url: str
-    url_expires_at: datetime | None
+    url_expires_at: datetime
     job_id: str | None = None
 
 
@@ -126,7 +126,7 @@ class AssetOut(BaseModel):
     content_type: str
     created_at: datetime
     url: str
-    url_expires_at: datetime | None
+    url_expires_at: datetime
     file_path: str | None = None
     created_new: bool | None = None
     expires_at: datetime | None = None

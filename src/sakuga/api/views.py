@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sakuga.domain.jobs import Job, JobStatus
 from sakuga.store import Store
+
+# How long an asset's content link is promised to work. The link is the content route
+# itself, so it lives as long as the asset; comfy-sdk's Asset model still requires a time.
+ASSET_URL_VALIDITY = timedelta(hours=24)
 
 
 def job_urls(base: str, job_id: str) -> dict[str, str]:
@@ -40,7 +45,7 @@ def asset_view(base: str, row: dict[str, Any], created_new: bool | None = None) 
         "content_type": row["content_type"],
         "created_at": row["created_at"],
         "url": asset_url(base, row["id"]),
-        "url_expires_at": None,
+        "url_expires_at": datetime.now(UTC) + ASSET_URL_VALIDITY,
         "file_path": row["file_path"],
         "expires_at": None,
         "tags": row["tags"] or [],
