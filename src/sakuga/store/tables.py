@@ -83,6 +83,8 @@ attempts = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("error", JSON),
+    # Backend telemetry around the run (e.g. /system_stats VRAM before and after).
+    Column("telemetry", JSON),
     UniqueConstraint("job_id", "number", name="uq_attempts_job_id_number"),
 )
 

@@ -60,6 +60,9 @@ def upgrade() -> None:
             "ix_webhook_deliveries_status_next", ["status", "next_attempt_at"], unique=False
         )
 
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("telemetry", sa.JSON(), nullable=True))
+
     with op.batch_alter_table("backends", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("registered", sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -86,6 +89,9 @@ def downgrade() -> None:
         batch_op.drop_column("poison_strikes")
         batch_op.drop_column("transient_failures")
         batch_op.drop_column("not_before")
+
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.drop_column("telemetry")
 
     with op.batch_alter_table("backends", schema=None) as batch_op:
         batch_op.drop_column("draining")
