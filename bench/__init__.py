@@ -1,0 +1,1 @@
+"""sakuga's benchmarks: orchestration overhead, throughput and dispatch gap (``make bench``)."""

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.engine",
     "tests.fixtures.servers",
+    "tests.fixtures.private_pg",
 ]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import blake3
 
+from sakuga.errors import NotFound
+
+
+class OutsideArtifactRoot(NotFound):
+    """A blob path that is malformed or resolves outside the artifact root (a stray symlink)."""
+
 
 def content_hash(data: bytes) -> str:
     """``blake3:<hex>`` of the bytes, the form Comfy API v2 uses."""
@@ -21,11 +27,20 @@ class Artifacts:
         self.root = root.resolve()
 
     def path(self, digest: str) -> Path:
-        """Where the blob for ``blake3:<hex>`` lives; rejects anything but a hex digest."""
+        """Where the blob for ``blake3:<hex>`` lives, symlinks resolved.
+
+        Raises ``OutsideArtifactRoot`` (a 404 ``not_found``) for anything but a hex digest and
+        for a path that resolves outside the root, e.g. a symlink in ``blobs/`` pointing out.
+        """
         hexpart = digest.removeprefix("blake3:")
         if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
-            raise ValueError(f"not a blake3 digest: {digest!r}")
-        return self.root / "blobs" / hexpart[:2] / hexpart
+            raise OutsideArtifactRoot(
+                f"not a blake3 digest: {digest!r}; expected blake3:<64 lowercase hex digits>"
+            )
+        resolved = (self.root / "blobs" / hexpart[:2] / hexpart).resolve()
+        if not resolved.is_relative_to(self.root):
+            raise OutsideArtifactRoot(f"blob {digest} is not in the artifact store")
+        return resolved
 
     def put(self, data: bytes) -> str:
         """Store the bytes (atomically, once) and return their digest."""
@@ -45,7 +60,10 @@ class Artifacts:
         return digest
 
     def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        try:
+            return self.path(digest).is_file()
+        except OutsideArtifactRoot:
+            return False
 
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()

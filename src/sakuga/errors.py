@@ -81,6 +81,13 @@ class HashMismatch(SakugaError):
     status = 409
 
 
+class DeliveryNotDead(SakugaError):
+    """Only a dead-lettered webhook delivery can be queued again."""
+
+    code = "delivery_not_dead"
+    status = 409
+
+
 class NotFound(SakugaError):
     code = "not_found"
     status = 404
@@ -103,10 +110,61 @@ class NoBackendInfo(SakugaError):
     retry_after_s = 2
 
 
+class BackendConflict(SakugaError):
+    """A backend change that contradicts the pool (already there, configured, being removed)."""
+
+    code = "backend_conflict"
+    status = 409
+
+
+class BackendNotRegistrable(InvalidRequest):
+    """A URL given to register did not answer ``/object_info`` like a ComfyUI server."""
+
+    code = "backend_unreachable"
+
+
 class StoreUnavailable(SakugaError):
     code = "store_unavailable"
     status = 503
     retry_after_s = 1
+
+
+# -- auth and limits (sakuga.api.auth, sakuga.api.limits) ----------------------------------
+
+
+class Unauthorized(SakugaError):
+    """No usable API key: missing, malformed, unknown or revoked."""
+
+    code = "unauthorized"
+    status = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(SakugaError):
+    """The key lacks a scope, or a signed URL is tampered with or expired."""
+
+    code = "forbidden"
+    status = 403
+
+
+class PayloadTooLarge(SakugaError):
+    code = "payload_too_large"
+    status = 413
+
+
+class RateLimited(SakugaError):
+    """Too many submissions or uploads in the window; ``retry_after_s`` says when to retry."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any]) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(RateLimited):
+    code = "queue_full"
 
 
 # -- backend (ComfyUI) errors: raised by sakuga.comfy, classified by the worker ------------

@@ -1,6 +1,7 @@
 """Everything one sakuga process runs, opened in order and closed in reverse.
 
-Store -> artifacts -> backends (the embedded engine when none is configured) -> workers.
+Store -> artifacts -> backends (the embedded engine when none is configured or registered)
+-> their health probes -> webhook deliverer -> workers.
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ import logging
 from types import TracebackType
 
 from sakuga.api.deps import Services
+from sakuga.api.signing import UrlSigner
 from sakuga.artifacts import Artifacts
 from sakuga.comfy.client import Deadlines
+from sakuga.domain.breaker import BreakerPolicy
 from sakuga.domain.templates import TemplateLimits
+from sakuga.metrics import Metrics
 from sakuga.notify import Notifier
 from sakuga.settings import Settings
 from sakuga.store import Store
 from sakuga.worker.backends import BackendPool
+from sakuga.worker.health import HealthMonitor
 from sakuga.worker.pool import WorkerPool, new_worker_id
 from sakuga.worker.runner import RunContext
+from sakuga.worker.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,8 @@ class Service:
         artifacts = Artifacts(settings.artifacts_dir)
         notifier = Notifier()
         endpoints = {url: url for url in settings.backends}
-        if not endpoints:
+        # The stand-in engine only when no backend is configured *or registered* at run time.
+        if not endpoints and not any(row.registered for row in await store.backends.rows()):
             from sakuga.engine.options import EngineOptions
             from sakuga.engine.server import EngineServer
 
@@ -79,11 +86,16 @@ class Service:
             log.info("embedded engine at %s (stand-in renderer, not a diffusion model)", engine.url)
         backends = await self._stack.enter_async_context(
             BackendPool(
-                endpoints, capacity=settings.backend_capacity, deadlines=deadlines(settings)
+                endpoints,
+                capacity=settings.backend_capacity,
+                deadlines=deadlines(settings),
+                breaker=BreakerPolicy(settings.breaker_failures, settings.breaker_reset_s),
             )
         )
-        await backends.load_cached(store)
-        await backends.refresh_all(store)
+        await backends.load(store)
+        await backends.open_all(store)
+        await self._stack.enter_async_context(HealthMonitor(backends, store, settings))
+        metrics = Metrics()
         self.services = Services(
             settings=settings,
             store=store,
@@ -91,9 +103,14 @@ class Service:
             notifier=notifier,
             backends=backends,
             limits=TemplateLimits.from_settings(settings),
+            metrics=metrics,
+            signer=UrlSigner.from_settings(settings),
         )
         if settings.workers:
-            ctx = RunContext(settings, store, artifacts, notifier, new_worker_id())
+            ctx = RunContext(settings, store, artifacts, notifier, new_worker_id(), metrics=metrics)
+            await self._stack.enter_async_context(
+                WebhookDeliverer(store, settings, notifier, ctx.worker_id, metrics=metrics)
+            )
             await self._stack.enter_async_context(WorkerPool(ctx, backends))
 
     async def __aexit__(

@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sakuga.domain.retry import RetryPolicy
+from sakuga.domain.webhooks import AllowList
+
 
 class Settings(BaseSettings):
     """Every knob of the server and workers; units are in the names."""
@@ -65,6 +68,11 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(300.0, ge=0, description="Longest single retry delay.")
     retry_budget_s: float = Field(
         3600.0, gt=0, description="Total time a job may spend retrying before it fails."
+    )
+    retry_elsewhere_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a retry waits for another backend before the one it failed on.",
     )
     poison_strikes: int = Field(
         3, ge=1, description="Backend crashes or out-of-memory before a job fails as poison."
@@ -124,6 +132,22 @@ class Settings(BaseSettings):
             return [str(part).strip().rstrip("/") for part in value if str(part).strip()]
         return value
 
+    @field_validator("webhook_allow")
+    @classmethod
+    def _check_webhook_allow(cls, value: list[str]) -> list[str]:
+        AllowList.parse(value)  # ValueError naming the entry that is no host, address or CIDR
+        return value
+
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.retry_attempts,
+            base_s=self.retry_base_s,
+            cap_s=self.retry_cap_s,
+            budget_s=self.retry_budget_s,
+            poison_strikes=self.poison_strikes,
+        )

@@ -58,7 +58,14 @@ def test_submit_wait_prints_the_saved_image(served: ServerProcess, tmp_path: Pat
 
 
 @pytest.mark.timeout(90)
-def test_job_and_cancel_commands(served: ServerProcess, tmp_path: Path) -> None:
+def test_job_and_cancel_commands(
+    tmp_path: Path, server_process: Callable[..., ServerProcess]
+) -> None:
+    # Slow steps: the job must still be running after two CLI start-ups.
+    served = server_process(
+        "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}",
+        "--data-dir", str(tmp_path / "slow"), "--engine-step-s", "0.2",
+    )  # fmt: skip
     submitted = sakuga(
         "submit", "--template", "txt2img", "-p", "prompt=slow", "-p", "steps=150",
         cwd=tmp_path, server=served.url,

@@ -63,7 +63,11 @@ async def test_killed_engine_fails_the_job_naming_the_backend(
 ) -> None:
     proc = engine_process("--step-s", "0.05")
     api = await start_api(
-        backends=[proc.url], connect_timeout_s=1.0, history_poll_s=0.1, silence_timeout_s=1.0
+        backends=[proc.url],
+        connect_timeout_s=1.0,
+        history_poll_s=0.1,
+        silence_timeout_s=1.0,
+        retry_attempts=1,  # retries are tested on their own; here: no hang, honest error
     )
     job = await submit(api.http, long_job(steps=150))
     await wait_status(api.http, job["id"], "running")
@@ -78,7 +82,7 @@ async def test_job_past_its_deadline_fails_and_frees_the_backend(
     make_engine: EngineFactory, start_api: StartApi
 ) -> None:
     async with make_engine(step_s=0.05) as engine:
-        api = await start_api(backends=[engine.url], job_timeout_s=1.0)
+        api = await start_api(backends=[engine.url], job_timeout_s=1.0, retry_attempts=1)
         final = await finish(api.http, (await submit(api.http, long_job(steps=150)))["id"])
         assert final["status"] == "failed"
         assert final["error"]["code"] == "backend_timeout"

@@ -8,7 +8,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sakuga import __version__
-from sakuga.api import assets, errors, events, health, jobs, templates
+from sakuga.api import (
+    assets,
+    auth,
+    backends,
+    errors,
+    events,
+    health,
+    jobs,
+    metrics,
+    templates,
+    webhooks,
+)
+from sakuga.api.limits import BodyLimit, RateLimits
+from sakuga.logs import install_request_ids
 from sakuga.service import Service
 from sakuga.settings import Settings
 
@@ -25,8 +38,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Service(settings) as service:
+        async with Service(settings) as service, RateLimits.from_settings(settings) as limits:
             app.state.services = service.services
+            app.state.rate_limits = limits
+            auth.announce_mode(settings)
             yield
 
     app = FastAPI(
@@ -36,6 +51,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (jobs, events, assets, templates, health):
+    app.add_middleware(
+        BodyLimit,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    install_request_ids(app)  # outermost: every response and log line gets the id
+    for module in (jobs, events, assets, templates, health, metrics, webhooks, backends):
         app.include_router(module.router)
     return app

@@ -12,8 +12,10 @@ from fastapi import APIRouter, Depends, Form, Header, Request, Response, UploadF
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from sakuga.api.auth import check_scope, require_scope
 from sakuga.api.deps import Services, base_url, owner, services
 from sakuga.api.jobs import ERRORS
+from sakuga.api.limits import upload_allowed
 from sakuga.api.schemas import AssetOut
 from sakuga.api.views import asset_view
 from sakuga.artifacts import content_hash
@@ -22,14 +24,15 @@ from sakuga.errors import (
     HashMismatch,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     RangeNotSatisfiable,
 )
 
 router = APIRouter(prefix="/api/v2", tags=["assets"])
 
 HASH_RE = re.compile(r"^blake3:[0-9a-f]{64}$")
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_UNSAFE_FILENAME_RE = re.compile(r"[^\w.\- ]")
 
 
 class FromHashBody(BaseModel):
@@ -49,12 +52,17 @@ def _check_hash(value: str, field: str) -> str:
 
 
 def _asset_json(request: Request, row: dict[str, Any], created_new: bool | None) -> dict[str, Any]:
-    return AssetOut.model_validate(asset_view(base_url(request), row, created_new)).model_dump(
-        mode="json", exclude_none=False
-    )
+    view = asset_view(base_url(request), row, created_new, services(request).signer)
+    return AssetOut.model_validate(view).model_dump(mode="json", exclude_none=False)
 
 
-@router.post("/assets", response_model=AssetOut, status_code=201, responses=ERRORS)
+@router.post(
+    "/assets",
+    response_model=AssetOut,
+    status_code=201,
+    responses=ERRORS,
+    dependencies=[Depends(upload_allowed)],
+)
 async def upload_asset(
     request: Request,
     svc: Annotated[Services, Depends(services)],
@@ -68,8 +76,12 @@ async def upload_asset(
 ) -> JSONResponse:
     """Store the bytes by blake3; 201 for a new blob, 200 when the caller already had it."""
     data = await file.read()
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise InvalidRequest("file", f"{len(data)} bytes", f"at most {MAX_UPLOAD_BYTES} bytes")
+    limit = svc.settings.max_upload_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"file is {len(data)} bytes; an upload may be at most {limit} bytes",
+            details={"field": "file", "size_bytes": len(data), "limit_bytes": limit},
+        )
     if not file_path.strip() or ".." in file_path.split("/") or file_path.startswith("/"):
         raise InvalidRequest("file_path", file_path, "a relative name such as photo.png")
     digest = content_hash(data)
@@ -100,7 +112,11 @@ async def upload_asset(
     )
 
 
-@router.head("/assets/by-hash/{digest}", responses={404: {}})
+@router.head(
+    "/assets/by-hash/{digest}",
+    responses={404: {}},
+    dependencies=[Depends(require_scope("read"))],
+)
 async def probe_hash(
     digest: str,
     svc: Annotated[Services, Depends(services)],
@@ -113,7 +129,13 @@ async def probe_hash(
     return Response(status_code=200 if found and svc.artifacts.exists(digest) else 404)
 
 
-@router.post("/assets/from-hash", response_model=AssetOut, status_code=201, responses=ERRORS)
+@router.post(
+    "/assets/from-hash",
+    response_model=AssetOut,
+    status_code=201,
+    responses=ERRORS,
+    dependencies=[Depends(upload_allowed)],
+)
 async def from_hash(
     request: Request,
     body: FromHashBody,
@@ -140,14 +162,19 @@ async def from_hash(
     return JSONResponse(_asset_json(request, row, False), status_code=201)
 
 
-async def _owned(svc: Services, asset_id: str, who: str) -> dict[str, Any]:
+async def _owned(svc: Services, asset_id: str, who: str | None) -> dict[str, Any]:
     row = await svc.store.assets.get(asset_id, who)
     if row is None:
         raise NotFound(f"asset {asset_id!r} not found")
     return row
 
 
-@router.get("/assets/{asset_id}", response_model=AssetOut, responses=ERRORS)
+@router.get(
+    "/assets/{asset_id}",
+    response_model=AssetOut,
+    responses=ERRORS,
+    dependencies=[Depends(require_scope("read"))],
+)
 async def get_asset(
     asset_id: str,
     request: Request,
@@ -157,7 +184,12 @@ async def get_asset(
     return _asset_json(request, await _owned(svc, asset_id, who), None)
 
 
-@router.delete("/assets/{asset_id}", status_code=204, responses=ERRORS)
+@router.delete(
+    "/assets/{asset_id}",
+    status_code=204,
+    responses=ERRORS,
+    dependencies=[Depends(require_scope("submit"))],
+)
 async def delete_asset(
     asset_id: str,
     svc: Annotated[Services, Depends(services)],
@@ -175,14 +207,29 @@ async def delete_asset(
 )
 async def asset_content(
     asset_id: str,
+    request: Request,
     svc: Annotated[Services, Depends(services)],
-    who: Annotated[str, Depends(owner)],
     range_header: Annotated[str | None, Header(alias="Range")] = None,
+    expires: str | None = None,
+    signature: str | None = None,
 ) -> Response:
-    """The bytes; ``Range: bytes=a-b`` answers 206 (416 when unsatisfiable)."""
-    row = await _owned(svc, asset_id, who)
-    data = await asyncio.to_thread(svc.artifacts.read, row["hash"])
-    filename = (row["file_path"] or asset_id).split("/")[-1]
+    """The bytes; ``Range: bytes=a-b`` answers 206 (416 when unsatisfiable).
+
+    With ``expires`` and ``signature`` (a signed link from a job or asset ``url``) no API
+    key is needed: 403 when the link is tampered with or expired. Without them, an API key
+    with the ``read`` scope, and the asset must be the key's own (else 404).
+    """
+    if expires is not None or signature is not None:
+        svc.signer.verify(asset_id, expires, signature)
+        row = await _owned(svc, asset_id, None)
+    else:
+        who = await check_scope(request, "read")
+        row = await _owned(svc, asset_id, who.owner)
+    try:
+        data = await asyncio.to_thread(svc.artifacts.read, row["hash"])
+    except FileNotFoundError:
+        raise NotFound(f"asset {asset_id!r} has no content on this server") from None
+    filename = _UNSAFE_FILENAME_RE.sub("_", (row["file_path"] or asset_id).split("/")[-1])
     headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
     if range_header is None:
         return Response(data, media_type=row["content_type"], headers=headers)

@@ -6,14 +6,16 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from sakuga.api.auth import LOCAL_OWNER as LOCAL_OWNER  # re-exported
+from sakuga.api.auth import principal
+from sakuga.api.signing import UrlSigner
 from sakuga.artifacts import Artifacts
 from sakuga.domain.templates import TemplateLimits
+from sakuga.metrics import Metrics
 from sakuga.notify import Notifier
 from sakuga.settings import Settings
 from sakuga.store import Store
 from sakuga.worker.backends import BackendPool
-
-LOCAL_OWNER = "local"
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Services:
     notifier: Notifier
     backends: BackendPool
     limits: TemplateLimits
+    metrics: Metrics
+    signer: UrlSigner
 
 
 def services(request: Request) -> Services:
@@ -31,9 +35,9 @@ def services(request: Request) -> Services:
     return result
 
 
-def owner(_request: Request) -> str:
-    """The caller's tenant; one local owner until API keys arrive (issue 3)."""
-    return LOCAL_OWNER
+async def owner(request: Request) -> str:
+    """The caller's tenant, from its API key (``"local"`` in development mode); or 401."""
+    return (await principal(request)).owner
 
 
 def base_url(request: Request) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 
+from sakuga.api.auth import require_scope
 from sakuga.api.deps import Services, base_url, owner, services
 from sakuga.api.jobs import ERRORS
 from sakuga.api.schemas import OutputOut
@@ -28,6 +29,7 @@ KEEPALIVE_S = 15
     "/jobs/{job_id}/events",
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     response_class=EventSourceResponse,
+    dependencies=[Depends(require_scope("read"))],
 )
 async def job_events(
     job_id: str,
@@ -87,5 +89,6 @@ async def _new_outputs(
         if row["id"] in sent:
             continue
         sent.add(row["id"])
-        output = OutputOut.model_validate(output_view(base, row, job)).model_dump(mode="json")
+        view = output_view(base, row, job, svc.signer)
+        output = OutputOut.model_validate(view).model_dump(mode="json")
         yield _frame("output", output)

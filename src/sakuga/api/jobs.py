@@ -10,9 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from sakuga.api.auth import require_scope
 from sakuga.api.deps import Services, base_url, owner, services
+from sakuga.api.limits import submit_allowed
 from sakuga.api.schemas import ErrorEnvelope, JobOut, JobPage, SubmitBody, WorkflowOut
 from sakuga.api.views import job_summary, job_view
+from sakuga.api.webhooks import submit_webhook_url
 from sakuga.domain.graph import is_ui_format
 from sakuga.domain.inputs import pin, references, staged_blobs, staged_digest, staged_name
 from sakuga.domain.jobs import fingerprint
@@ -24,7 +27,7 @@ from sakuga.store import NewJob
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope} for code in (400, 404, 422, 429, 503)
+    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 413, 422, 429, 503)
 }
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -37,10 +40,18 @@ async def _view(request: Request, svc: Services, job_id: str, who: str) -> dict[
     job = await svc.store.jobs.get(job_id, who)
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
-    return await job_view(svc.store, job, base_url(request), busy_slots=_busy_slots(svc))
+    return await job_view(
+        svc.store, job, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer
+    )
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=ERRORS)
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobOut,
+    responses=ERRORS,
+    dependencies=[Depends(submit_allowed)],
+)
 async def submit_job(
     request: Request,
     body: SubmitBody,
@@ -52,6 +63,7 @@ async def submit_job(
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise BadQuery("Idempotency-Key", idempotency_key, "1 to 255 characters")
     workflow, template, params = _resolve_body(body, svc)
+    webhook_url = await submit_webhook_url(request, svc, body.webhook_url)
     if not svc.backends.upload_inputs():
         await svc.backends.refresh_all(svc.store)
     workflow = await pin_inputs(svc, who, workflow)
@@ -67,6 +79,7 @@ async def submit_job(
         params=params,
         metadata=body.metadata or {},
         idempotency_key=idempotency_key,
+        webhook_url=webhook_url,
     )
     await svc.store.writer.submit(new)
     svc.notifier.publish(NEW_JOB)
@@ -132,7 +145,13 @@ def _resolve_body(
 
 
 # exclude_unset: the last page has no ``next_cursor`` key at all (API-V2 §2), not a null.
-@router.get("/jobs", response_model=JobPage, response_model_exclude_unset=True, responses=ERRORS)
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    response_model_exclude_unset=True,
+    responses=ERRORS,
+    dependencies=[Depends(require_scope("read"))],
+)
 async def list_jobs(
     request: Request,
     svc: Annotated[Services, Depends(services)],
@@ -180,7 +199,12 @@ def _decode_cursor(cursor: str) -> int:
         ) from exc
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses=ERRORS,
+    dependencies=[Depends(require_scope("read"))],
+)
 async def get_job(
     job_id: str,
     request: Request,
@@ -191,7 +215,12 @@ async def get_job(
     return await _view(request, svc, job_id, who)
 
 
-@router.get("/jobs/{job_id}/workflow", response_model=WorkflowOut, responses=ERRORS)
+@router.get(
+    "/jobs/{job_id}/workflow",
+    response_model=WorkflowOut,
+    responses=ERRORS,
+    dependencies=[Depends(require_scope("read"))],
+)
 async def get_workflow(
     job_id: str,
     svc: Annotated[Services, Depends(services)],
@@ -204,7 +233,12 @@ async def get_workflow(
     return {"workflow": job.workflow, "format": "api"}
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=ERRORS)
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    responses=ERRORS,
+    dependencies=[Depends(require_scope("submit"))],
+)
 async def cancel_job(
     job_id: str,
     request: Request,
@@ -216,4 +250,6 @@ async def cancel_job(
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
     svc.notifier.publish(job_key(job_id))
-    return await job_view(svc.store, job, base_url(request), busy_slots=_busy_slots(svc))
+    return await job_view(
+        svc.store, job, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer
+    )

@@ -26,6 +26,16 @@ class SubmitBody(BaseModel):
         default=None, description="Only `api_key_comfy_org`; forwarded, never stored."
     )
     metadata: dict[str, str] | None = Field(default=None, description="String labels.")
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "sakuga extension (not in Comfy API v2): an http(s) URL that receives signed "
+            "job.running / job.succeeded / job.failed / job.canceled events (Standard "
+            "Webhooks). Must resolve to public addresses unless SAKUGA_WEBHOOK_ALLOW "
+            "permits it. Defaults to the API key's webhook URL, if any."
+        ),
+    )
 
 
 class ProgressOut(BaseModel):
@@ -74,6 +84,10 @@ class AttemptOut(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     error: dict[str, Any] | None
+    telemetry: dict[str, Any] | None = Field(
+        None,
+        description="Backend /system_stats around the attempt: device, before/after VRAM bytes.",
+    )
 
 
 class JobOut(BaseModel):

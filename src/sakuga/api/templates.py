@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from sakuga.api.auth import require_scope
 from sakuga.api.jobs import ERRORS
 from sakuga.domain.templates import builtin_templates, describe, get_template
 
-router = APIRouter(prefix="/api/v2", tags=["templates"])
+router = APIRouter(
+    prefix="/api/v2", tags=["templates"], dependencies=[Depends(require_scope("read"))]
+)
 
 
 @router.get("/templates")

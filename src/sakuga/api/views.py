@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sakuga.api.signing import UrlSigner
 from sakuga.domain.jobs import Job, JobStatus
 from sakuga.store import Store
 
-# How long an asset's content link is promised to work. The link is the content route
-# itself, so it lives as long as the asset; comfy-sdk's Asset model still requires a time.
+# How long an unsigned content link (the content route itself, which needs a key) is
+# promised to work; comfy-sdk's Asset model still requires a time. The API passes a signer,
+# so its links are signed and expire after ``settings.signed_url_ttl_s``.
 ASSET_URL_VALIDITY = timedelta(hours=24)
 
 
@@ -22,7 +24,19 @@ def asset_url(base: str, asset_id: str) -> str:
     return f"{base}/api/v2/assets/{asset_id}/content"
 
 
-def output_view(base: str, row: dict[str, Any], job: Job) -> dict[str, Any]:
+def content_link(
+    base: str, asset_id: str, signer: UrlSigner | None, fallback_expiry: datetime
+) -> tuple[str, datetime]:
+    """A signed content link (works without a key) when a signer is given, else the route."""
+    if signer is not None:
+        return signer.url(base, asset_id)
+    return asset_url(base, asset_id), fallback_expiry
+
+
+def output_view(
+    base: str, row: dict[str, Any], job: Job, signer: UrlSigner | None = None
+) -> dict[str, Any]:
+    url, url_expires_at = content_link(base, row["id"], signer, job.expires_at)
     return {
         "id": row["id"],
         "node_id": row["node_id"],
@@ -31,21 +45,28 @@ def output_view(base: str, row: dict[str, Any], job: Job) -> dict[str, Any]:
         "content_type": row["content_type"],
         "size_bytes": row["size_bytes"],
         "hash": row["hash"],
-        "url": asset_url(base, row["id"]),
-        "url_expires_at": job.expires_at,
+        "url": url,
+        "url_expires_at": url_expires_at,
         "job_id": job.id,
     }
 
 
-def asset_view(base: str, row: dict[str, Any], created_new: bool | None = None) -> dict[str, Any]:
+def asset_view(
+    base: str,
+    row: dict[str, Any],
+    created_new: bool | None = None,
+    signer: UrlSigner | None = None,
+) -> dict[str, Any]:
+    fallback = datetime.now(UTC) + ASSET_URL_VALIDITY
+    url, url_expires_at = content_link(base, row["id"], signer, fallback)
     view = {
         "id": row["id"],
         "hash": row["hash"],
         "size_bytes": row["size_bytes"],
         "content_type": row["content_type"],
         "created_at": row["created_at"],
-        "url": asset_url(base, row["id"]),
-        "url_expires_at": datetime.now(UTC) + ASSET_URL_VALIDITY,
+        "url": url,
+        "url_expires_at": url_expires_at,
         "file_path": row["file_path"],
         "expires_at": None,
         "tags": row["tags"] or [],
@@ -66,7 +87,9 @@ def _metrics(job: Job) -> dict[str, int | None]:
     return {"queue_ms": queue_ms, "execution_ms": execution_ms}
 
 
-async def job_view(store: Store, job: Job, base: str, *, busy_slots: int) -> dict[str, Any]:
+async def job_view(
+    store: Store, job: Job, base: str, *, busy_slots: int, signer: UrlSigner | None = None
+) -> dict[str, Any]:
     """The full Job object: status, progress, outputs, links and sakuga's extra fields."""
     outputs = await store.jobs.outputs(job.id)
     position = await store.jobs.queue_position(job)
@@ -88,7 +111,7 @@ async def job_view(store: Store, job: Job, base: str, *, busy_slots: int) -> dic
         "expires_at": job.expires_at,
         "queue_position": position,
         "progress": progress,
-        "outputs": [output_view(base, row, job) for row in outputs],
+        "outputs": [output_view(base, row, job, signer) for row in outputs],
         "error": job.error,
         "urls": job_urls(base, job.id),
         "metrics": _metrics(job),
@@ -103,6 +126,7 @@ async def job_view(store: Store, job: Job, base: str, *, busy_slots: int) -> dic
                 "started_at": a.started_at,
                 "finished_at": a.finished_at,
                 "error": a.error,
+                "telemetry": a.telemetry,
             }
             for a in job.attempts
         ],

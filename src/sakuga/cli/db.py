@@ -8,8 +8,6 @@ import typer
 
 from sakuga.cli.options import with_settings_options
 from sakuga.settings import Settings
-from sakuga.store.db import Database
-from sakuga.store.migrate import upgrade
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
@@ -22,6 +20,8 @@ def register(app: typer.Typer) -> None:
 @with_settings_options(only={"database_url"})
 def upgrade_cmd(settings: Settings) -> None:
     """Bring the database schema to the latest version (also done on every start)."""
+    from sakuga.store.db import Database
+    from sakuga.store.migrate import upgrade
 
     async def run() -> None:
         async with Database(settings.database_url) as database:

@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from sakuga.api.app import create_app
 from sakuga.cli.client import console, follow
 from sakuga.cli.options import with_settings_options
 from sakuga.cli.remote import Remote
-from sakuga.serving import UvicornServer
 from sakuga.settings import Settings
 
 DEMO_PROMPT = "a paper lantern festival over a river at dusk"
@@ -35,6 +33,9 @@ def demo(
     if "database_url" not in settings.model_fields_set:
         # Keep the demo's database beside its data folder.
         settings.database_url = f"sqlite+aiosqlite:///{settings.data_dir / 'sakuga.db'}"
+
+    from sakuga.api.app import create_app
+    from sakuga.serving import UvicornServer
 
     async def run() -> list[Path]:
         async with UvicornServer(create_app(settings), port=0) as server:

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from sakuga.engine.options import DEFAULT_CHECKPOINTS, PREVIEW_METHODS, EngineOptions, Faults
-from sakuga.engine.server import run_engine
 
 
 def register(app: typer.Typer) -> None:
@@ -99,6 +98,8 @@ def engine(
     except ValueError as exc:
         print(f"sakuga engine: {exc}", file=sys.stderr)
         raise typer.Exit(2) from exc
+    from sakuga.engine.server import run_engine  # loaded only when the engine runs
+
     try:
         run_engine(options, host, port, on_ready=_announce)
     except OSError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sakuga.cli import client, db, demo, engine, serve
+from sakuga.cli import client, db, demo, engine, keys, serve, worker
 
 app = typer.Typer(
     name="sakuga",
@@ -14,9 +14,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 serve.register(app)
+worker.register(app)
 demo.register(app)
 engine.register(app)
 db.register(app)
+keys.register(app)
 client.register(app)
 
 if __name__ == "__main__":

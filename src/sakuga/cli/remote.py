@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,12 @@ class ApiError(Exception):
 class Remote:
     """Synchronous API client (the CLI is synchronous)."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, api_key: str | None = None) -> None:
+        """``api_key`` (default: ``SAKUGA_API_KEY``) is sent as ``Authorization: Bearer``."""
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server, timeout=REQUEST_TIMEOUT_S)
+        key = api_key or os.environ.get("SAKUGA_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=self.server, timeout=REQUEST_TIMEOUT_S, headers=headers)
 
     def close(self) -> None:
         self.http.close()

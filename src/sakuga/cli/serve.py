@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import sys
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from sakuga.api.app import create_app
 from sakuga.cli.options import with_settings_options
+from sakuga.logs import configure_logging
 from sakuga.settings import Settings
 
 
@@ -22,12 +20,17 @@ def register(app: typer.Typer) -> None:
 @with_settings_options()
 def serve(
     settings: Settings,
-    log_level: Annotated[str, typer.Option(envvar="SAKUGA_LOG_LEVEL")] = "info",
+    log_level: Annotated[
+        str, typer.Option(envvar="SAKUGA_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
 ) -> None:
     """Run the job server until SIGINT/SIGTERM, then shut down cleanly."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    # Server modules load here, so client commands (submit, jobs, ...) start fast.
+    import uvicorn
+
+    from sakuga.api.app import create_app
+
+    configure_logging(log_level, settings.log_format)
     host = settings.host
     # Bind first so ``--port 0`` works and the announced URL is the real one.
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -35,8 +38,12 @@ def serve(
     sock.bind((host, settings.port))
     sock.listen(2048)  # connections wait in the backlog while start-up finishes
     bound = sock.getsockname()[1]
+    # log_config=None: uvicorn's own lines (access log included) go through our handler.
     config = uvicorn.Config(
-        create_app(settings), log_level=log_level.lower(), timeout_graceful_shutdown=10
+        create_app(settings),
+        log_level=log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=10,
     )
     typer.echo(f"sakuga serving on http://{host}:{bound} (API docs at /docs)")
     sys.stdout.flush()

@@ -90,6 +90,8 @@ class Attempt:
     started_at: datetime
     finished_at: datetime | None = None
     error: dict[str, Any] | None = None
+    # Backend figures around the attempt: {"device", "before": {...}, "after": {...}}.
+    telemetry: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -163,11 +163,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Starlette, host: str) -> uvicorn.Config:
+def _config(app: Starlette, host: str, *, in_process: bool = False) -> uvicorn.Config:
+    # In process (inside ``sakuga serve``, tests) the host owns logging: uvicorn's logging
+    # set-up is process-wide and would re-route the API server's own uvicorn lines.
     return uvicorn.Config(
         app,
         host=host,
-        log_level="warning",
+        log_level=None if in_process else "warning",
+        log_config=None if in_process else uvicorn.config.LOGGING_CONFIG,
         ws="websockets-sansio",
         lifespan="on",
         timeout_graceful_shutdown=2,
@@ -218,7 +221,7 @@ class EngineServer:
     async def __aenter__(self) -> EngineServer:
         self._socket = _bind(self.host, self.port)
         self.port = self._socket.getsockname()[1]
-        self._server = _Uvicorn(_config(self.app, self.host), handle_signals=False)
+        self._server = _Uvicorn(_config(self.app, self.host, in_process=True), handle_signals=False)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         if not await _started(self._server, self._task, READY_TIMEOUT_S):
             await self.__aexit__(None, None, None)

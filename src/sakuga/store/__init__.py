@@ -5,10 +5,13 @@ from __future__ import annotations
 from types import TracebackType
 
 from sakuga.store.assets import AssetStore
+from sakuga.store.backends import BackendStore
 from sakuga.store.db import Database
 from sakuga.store.jobs import JobStore, NewJob
+from sakuga.store.keys import KeyStore
 from sakuga.store.leases import Lease, LeaseStore
 from sakuga.store.migrate import upgrade
+from sakuga.store.outbox import Outbox
 from sakuga.store.writer import SubmitWriter
 
 __all__ = ["Lease", "NewJob", "Store"]
@@ -19,9 +22,12 @@ class Store:
 
     def __init__(self, url: str, *, retention_s: int = 7 * 24 * 3600, migrate: bool = True):
         self.db = Database(url)
-        self.jobs = JobStore(self.db, retention_s=retention_s)
-        self.leases = LeaseStore(self.db)
+        self.outbox = Outbox(self.db)
+        self.jobs = JobStore(self.db, retention_s=retention_s, outbox=self.outbox)
+        self.leases = LeaseStore(self.db, self.outbox)
         self.assets = AssetStore(self.db)
+        self.backends = BackendStore(self.db)
+        self.keys = KeyStore(self.db)
         self.writer = SubmitWriter(self.jobs)
         self._migrate = migrate
 

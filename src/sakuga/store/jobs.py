@@ -15,6 +15,7 @@ from sakuga.domain.jobs import ACTIVE, Job, JobStatus, cancel_target
 from sakuga.errors import IdempotencyKeyReuse
 from sakuga.store import tables as t
 from sakuga.store.db import Database
+from sakuga.store.outbox import Outbox, enqueue_for_job
 from sakuga.store.records import attempt_from_row, job_from_row
 
 ETA_SAMPLES = 3
@@ -34,6 +35,8 @@ class NewJob:
     params: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
+    # Where the job's webhook events go (sakuga extension); None sends none.
+    webhook_url: str | None = None
 
 
 def now() -> datetime:
@@ -43,9 +46,10 @@ def now() -> datetime:
 class JobStore:
     """The gateway for job rows. Every method is one unit of work."""
 
-    def __init__(self, db: Database, *, retention_s: int) -> None:
+    def __init__(self, db: Database, *, retention_s: int, outbox: Outbox | None = None) -> None:
         self.db = db
         self.retention = timedelta(seconds=retention_s)
+        self.outbox = outbox or Outbox(db)
 
     # -- create -------------------------------------------------------------------------
 
@@ -60,6 +64,7 @@ class JobStore:
             "metadata": new.metadata,
             "fingerprint": new.fingerprint,
             "idempotency_key": new.idempotency_key,
+            "webhook_url": new.webhook_url,
             "created_at": at,
             "updated_at": at,
             "expires_at": at + self.retention,
@@ -132,6 +137,15 @@ class JobStore:
         )
         return job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
 
+    async def counts(self) -> list[tuple[str, str | None, int]]:
+        """``(status, template, jobs)`` over every job held, in one GROUP BY (metrics)."""
+        query = select(t.jobs.c.status, t.jobs.c.template, func.count()).group_by(
+            t.jobs.c.status, t.jobs.c.template
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(str(row[0]), row[1], int(row[2])) for row in rows]
+
     async def page(
         self,
         owner: str | None,
@@ -182,6 +196,16 @@ class JobStore:
                 .where(t.jobs.c.status == JobStatus.QUEUED.value, t.jobs.c.seq < job.seq)
             )
         return int(ahead or 0) + 1
+
+    async def count_queued(self, owner: str) -> int:
+        """How many of this owner's jobs wait in the queue (the per-key queue cap)."""
+        async with self.db.read() as conn:
+            count = await conn.scalar(
+                select(func.count())
+                .select_from(t.jobs)
+                .where(t.jobs.c.owner == owner, t.jobs.c.status == JobStatus.QUEUED.value)
+            )
+        return int(count or 0)
 
     async def eta_inputs(self, job: Job) -> tuple[float | None, int]:
         """Median run seconds of recent jobs like this one (None below 3 samples), jobs ahead."""
@@ -250,10 +274,17 @@ class JobStore:
                 .where(~claimed if target is JobStatus.CANCELED else t.jobs.c.id == job_id)
                 .values(**values)
             )
+            webhook = None
+            if result.rowcount and target is JobStatus.CANCELED:
+                # The outbox row commits with the cancel, or not at all.
+                webhook = await enqueue_for_job(conn, job_id, "job.canceled", self.db.now_epoch())
             if result.rowcount == 0 and target is JobStatus.CANCELED:
                 await conn.execute(
                     update(t.jobs)
                     .where(t.jobs.c.id == job_id, or_(claimed, t.jobs.c.status == "running"))
                     .values(status=JobStatus.CANCELING.value, cancel_requested=True, updated_at=at)
                 )
-            return await self._get(conn, job_id, owner)
+            changed = await self._get(conn, job_id, owner)
+        if webhook is not None:
+            self.outbox.wake()
+        return changed

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, cast, insert, or_, select, update
+from sqlalchemy import String, and_, case, cast, insert, or_, select, update
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus
+from sakuga.domain.webhooks import event_for
 from sakuga.store import tables as t
 from sakuga.store.db import Database
 from sakuga.store.jobs import now
+from sakuga.store.outbox import Outbox, enqueue_for_job
 from sakuga.store.records import attempt_from_row, job_from_row
 
 
@@ -31,8 +33,9 @@ class Lease:
 class LeaseStore:
     """Claim, heartbeat and record; the one place that knows lease rules."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, outbox: Outbox | None = None) -> None:
         self.db = db
+        self.outbox = outbox or Outbox(db)
 
     def _owned(self, lease: Lease) -> Any:
         return and_(
@@ -41,8 +44,13 @@ class LeaseStore:
             t.jobs.c.attempt_count == lease.attempt,
         )
 
-    async def claim(self, worker_id: str, backend: str, lease_s: float) -> tuple[Job, Lease] | None:
-        """Take the oldest runnable job for ``backend`` (new, or whose lease expired)."""
+    async def claim(
+        self, worker_id: str, backend: str, lease_s: float, *, elsewhere_s: float = 0.0
+    ) -> tuple[Job, Lease] | None:
+        """Take the oldest runnable job for ``backend`` (new, or whose lease expired).
+
+        A job that failed on ``backend`` waits ``elsewhere_s`` more for another backend.
+        """
         db_now = self.db.now_epoch()
         eligible = or_(
             cast(t.jobs.c.eligible_backends, String) == "[]",
@@ -53,9 +61,23 @@ class LeaseStore:
             .where(
                 t.jobs.c.status.in_([s.value for s in ACTIVE]),
                 or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
+                or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= db_now),
+                or_(
+                    t.jobs.c.backend.is_(None),
+                    t.jobs.c.backend != backend,
+                    t.jobs.c.transient_failures == 0,
+                    t.jobs.c.not_before + elsewhere_s <= db_now,
+                ),
                 eligible,
             )
-            .order_by(t.jobs.c.seq)
+            # A retry prefers another backend than the one it failed on; oldest first.
+            .order_by(
+                case(
+                    (and_(t.jobs.c.backend == backend, t.jobs.c.transient_failures > 0), 1),
+                    else_=0,
+                ),
+                t.jobs.c.seq,
+            )
             .limit(1)
         )
         if not self.db.is_sqlite:
@@ -144,6 +166,8 @@ class LeaseStore:
     async def mark_running(self, lease: Lease, started_at: datetime | None = None) -> bool:
         """queued -> running, once the backend starts executing the prompt."""
         at = started_at or now()
+        webhook: str | None = None
+        still: str | None = lease.job_id
         async with self.db.begin() as conn:
             result = await conn.execute(
                 update(t.jobs)
@@ -151,8 +175,14 @@ class LeaseStore:
                 .values(status=JobStatus.RUNNING.value, started_at=at, updated_at=at)
             )
             if result.rowcount:
-                return True
-            still = await conn.scalar(select(t.jobs.c.id).where(self._owned(lease)))
+                # The outbox row commits with the change, or not at all.
+                webhook = await enqueue_for_job(
+                    conn, lease.job_id, "job.running", self.db.now_epoch()
+                )
+            else:
+                still = await conn.scalar(select(t.jobs.c.id).where(self._owned(lease)))
+        if webhook is not None:
+            self.outbox.wake()
         return still is not None
 
     async def set_progress(self, lease: Lease, progress: dict[str, Any]) -> bool:
@@ -181,8 +211,12 @@ class LeaseStore:
         error: dict[str, Any] | None = None,
         progress: dict[str, Any] | None = None,
         run_ms: int | None = None,
+        attempt_error: dict[str, Any] | None = None,
     ) -> bool:
-        """Record the outcome of the attempt and the job; releases the lease."""
+        """Record the outcome of the attempt and the job; releases the lease.
+
+        ``attempt_error`` is the attempt's own error when the job's differs (poison).
+        """
         at = now()
         values: dict[str, Any] = {
             "status": status.value,
@@ -202,9 +236,81 @@ class LeaseStore:
             await conn.execute(
                 update(t.attempts)
                 .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
+                .values(finished_at=at, error=attempt_error or error)
+            )
+            event = event_for(status)
+            webhook = None
+            if event is not None:
+                # The outbox row commits with the outcome, or not at all.
+                webhook = await enqueue_for_job(conn, lease.job_id, event, self.db.now_epoch())
+        if webhook is not None:
+            self.outbox.wake()
+        return True
+
+    async def reschedule(
+        self,
+        lease: Lease,
+        *,
+        error: dict[str, Any],
+        delay_s: float,
+        strike: bool,
+        progress: dict[str, Any] | None,
+    ) -> bool:
+        """A transient failure: back to ``queued``, claimable again after ``delay_s``."""
+        at = now()
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(t.jobs)
+                .where(self._owned(lease))
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    updated_at=at,
+                    lease_owner=None,
+                    lease_expires=None,
+                    not_before=self.db.now_epoch() + delay_s,
+                    transient_failures=t.jobs.c.transient_failures + 1,
+                    poison_strikes=t.jobs.c.poison_strikes + (1 if strike else 0),
+                    progress=progress,
+                )
+            )
+            if result.rowcount == 0:
+                return False
+            await conn.execute(
+                update(t.attempts)
+                .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
                 .values(finished_at=at, error=error)
             )
         return True
+
+    async def failure_counts(self, lease: Lease) -> tuple[int, int]:
+        """(transient failures, poison strikes) recorded on the job so far."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(t.jobs.c.transient_failures, t.jobs.c.poison_strikes).where(
+                        t.jobs.c.id == lease.job_id
+                    )
+                )
+            ).first()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    async def set_telemetry(self, lease: Lease, telemetry: dict[str, Any]) -> bool:
+        """Store backend telemetry on this lease's own attempt row.
+
+        Written after the outcome (so it never delays it), when the job lease is already
+        released: the condition is the attempt row this worker recorded for this lease.
+        """
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(t.attempts)
+                .where(
+                    t.attempts.c.job_id == lease.job_id,
+                    t.attempts.c.number == lease.attempt,
+                    t.attempts.c.worker_id == lease.worker_id,
+                )
+                .values(telemetry=telemetry)
+            )
+        return bool(result.rowcount)
 
     async def release(self, lease: Lease) -> None:
         """Give the job back (shutdown): the next claimant re-attaches to its prompt."""

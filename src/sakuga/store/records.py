@@ -56,4 +56,5 @@ def attempt_from_row(row: RowMapping) -> Attempt:
         started_at=_must(row["started_at"]),
         finished_at=aware(row["finished_at"]),
         error=row["error"],
+        telemetry=row.get("telemetry"),
     )

@@ -1,7 +1,13 @@
-"""Worker slots: each backend has ``capacity`` slots; a free slot claims the next job.
+"""Dispatch: claim jobs for backends with a free slot, least-loaded healthy backend first.
 
-A new job wakes an idle slot at once through the notifier; polling every ``poll_s`` is only
-the backstop for jobs created by another process and for expired leases.
+Each backend has ``capacity`` slots (running + prefetched prompts). One dispatcher task
+claims on their behalf: on a new job (the notifier's ``NEW_JOB``), when a job ends, when a
+backend changes (added, resumed, healthy again) and every ``poll_s`` as the backstop for
+jobs created by other processes and for expired leases. A round walks the dispatchable
+backends in load order (busy/capacity) and claims for the first; a backend that finds
+nothing it can run is skipped for the rest of the round, so a job only one backend can run
+still reaches it at once. Each claimed job runs in its own task:
+``JobRun(ctx, job, lease, backend).execute()``.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import logging
 import os
 import uuid
 
-from sakuga.notify import NEW_JOB
-from sakuga.worker.backends import Backend, BackendPool
+from sakuga.domain.jobs import Job
+from sakuga.notify import NEW_JOB, Notifier
+from sakuga.store import Lease
+from sakuga.worker.backends import BACKEND_FAULTS, Backend, BackendPool
 from sakuga.worker.runner import JobRun, RunContext
 
 log = logging.getLogger(__name__)
@@ -25,57 +33,112 @@ def new_worker_id() -> str:
 
 
 class WorkerPool:
-    """Owns one task per backend slot; ``async with WorkerPool(...)`` starts and stops them."""
+    """Owns the dispatcher and one task per running job; ``async with`` starts and stops them.
+
+    On exit every running job is cancelled and its lease handed back, so the next start (or
+    another worker) re-attaches to the prompt still on the backend.
+    """
 
     def __init__(self, ctx: RunContext, backends: BackendPool) -> None:
         self.ctx = ctx
         self.backends = backends
-        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._runs: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> WorkerPool:
-        for backend in self.backends.backends.values():
-            for slot in range(backend.capacity):
-                self._tasks.append(
-                    asyncio.create_task(self._slot(backend), name=f"slot-{backend.url}-{slot}")
-                )
+        self._wake = self.ctx.notifier.subscribe(NEW_JOB)
+        self.backends.on_change(self._wake.set)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
+        self.backends.off_change(self._wake.set)
+        self.ctx.notifier.unsubscribe(NEW_JOB, self._wake)
+        tasks = [t for t in (self._dispatcher, *self._runs) if t is not None]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._runs.clear()
 
-    async def _slot(self, backend: Backend) -> None:
-        store, settings = self.ctx.store, self.ctx.settings
+    async def _dispatch(self) -> None:
         while True:
+            self._wake.clear()  # before the round: a wake-up during it means "look again"
+            await self._round()
+            await Notifier.wait_event(self._wake, self.ctx.settings.poll_s)
+
+    async def _round(self) -> None:
+        store, settings = self.ctx.store, self.ctx.settings
+        found_nothing: set[str] = set()
+        while True:
+            free = [b for b in self.backends.dispatchable() if b.url not in found_nothing]
+            if not free:
+                return
+            backend = free[0]
             try:
                 claimed = await store.leases.claim(
-                    self.ctx.worker_id, backend.url, settings.lease_s
+                    self.ctx.worker_id,
+                    backend.url,
+                    settings.lease_s,
+                    elsewhere_s=settings.retry_elsewhere_s,
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the store is unreachable: back off and try again
+            except Exception:  # the store is unreachable: the next poll tries again
                 log.exception("claim failed", extra={"backend": backend.url})
-                claimed = None
+                return
             if claimed is None:
-                await self.ctx.notifier.wait(NEW_JOB, settings.poll_s)
+                found_nothing.add(backend.url)
                 continue
-            job, lease = claimed
-            target = self.backends.get(job.attempts[-1].backend) if job.attempts else None
-            run = JobRun(self.ctx, job, lease, target or backend)
-            backend.busy += 1
-            try:
-                await run.execute()
-            except asyncio.CancelledError:
-                # Shutting down: give the job back so the next start re-attaches at once.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(store.leases.release(lease))
-                raise
-            except Exception:
-                log.exception("job run crashed", extra={"job_id": job.id})
-            finally:
-                backend.busy -= 1
-            # Another job may be waiting: look again at once.
+            self._start(backend, *claimed)
+
+    def _start(self, backend: Backend, job: Job, lease: Lease) -> None:
+        # An attempt left unfinished by a dead worker may still be running on its
+        # backend: follow it there. Anything else runs on the claiming backend.
+        last = job.attempts[-1] if job.attempts else None
+        unfinished = last is not None and last.finished_at is None
+        target = self.backends.get(last.backend) if unfinished and last else None
+        runs_on = target or backend
+        runs_on.busy += 1  # before the next claim of this round looks at the load
+        task = asyncio.create_task(self._run(runs_on, job, lease), name=f"job-{job.id}")
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _run(self, backend: Backend, job: Job, lease: Lease) -> None:
+        store = self.ctx.store
+        try:
+            await JobRun(self.ctx, job, lease, backend).execute()
+        except asyncio.CancelledError:
+            backend.busy -= 1
+            # Shutting down: give the job back so the next start re-attaches at once.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(store.leases.release(lease))
+            raise
+        except Exception:
+            log.exception("job run crashed", extra={"job_id": job.id})
+            backend.busy -= 1
+        else:
+            backend.busy -= 1
+            await self._report(backend, job.id, lease.attempt)
+        self._wake.set()  # a slot is free: another job may be waiting
+        await self.backends.settle(backend)
+
+    async def _report(self, backend: Backend, job_id: str, attempt: int) -> None:
+        """Feed the attempt's outcome to the backend's breaker.
+
+        A lost backend (unreachable, prompt gone) is a failure; any answer from it, even
+        the workflow's own error, is a success. Attempts elsewhere or unfinished count not.
+        """
+        try:
+            job = await self.ctx.store.jobs.get(job_id)
+        except Exception:
+            log.exception("reading the attempt outcome failed", extra={"job_id": job_id})
+            return
+        mine = [a for a in (job.attempts if job else ()) if a.number == attempt]
+        if not mine or mine[0].backend != backend.url or mine[0].finished_at is None:
+            return
+        if (mine[0].error or {}).get("code") in BACKEND_FAULTS:
+            self.backends.backend_error(backend.url)
+        else:
+            self.backends.backend_ok(backend.url)

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sakuga.artifacts import Artifacts
@@ -19,6 +20,7 @@ from sakuga.comfy.client import RunResult
 from sakuga.comfy.progress import Progress
 from sakuga.comfy.protocol import OutputFile
 from sakuga.domain.jobs import Job, JobError, JobStatus
+from sakuga.domain.retry import decide
 from sakuga.domain.templates import builtin_templates
 from sakuga.errors import (
     BackendError,
@@ -27,12 +29,15 @@ from sakuga.errors import (
     ExecutionFailed,
     ExecutionInterrupted,
 )
-from sakuga.notify import Notifier, job_key
+from sakuga.logs import log_context
+from sakuga.metrics import Metrics
+from sakuga.notify import NEW_JOB, Notifier, job_key
 from sakuga.settings import Settings
 from sakuga.store import Lease, Store
 from sakuga.worker.backends import Backend
 from sakuga.worker.outputs import collect_output
 from sakuga.worker.staging import stage_inputs
+from sakuga.worker.telemetry import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class RunContext:
     artifacts: Artifacts
     notifier: Notifier
     worker_id: str
+    metrics: Metrics | None = None
 
 
 class JobRun:
@@ -69,6 +75,7 @@ class JobRun:
         self._dirty = asyncio.Event()
         self._seen: set[tuple[str, str, str, str]] = set()
         self._started = time.monotonic()
+        self._started_at: datetime | None = job.started_at if self.running else None
 
     @property
     def _job_s(self) -> float:
@@ -83,7 +90,19 @@ class JobRun:
         return float((self.job.progress or {}).get("value") or 0.0)
 
     async def execute(self) -> None:
-        """Drive the attempt to an outcome; never raises for backend failures."""
+        """Drive the attempt to an outcome; never raises for backend failures.
+
+        Every log line of the run carries its job_id, attempt and backend; backend
+        telemetry is sampled around it and stored on the attempt afterwards.
+        """
+        with log_context(job_id=self.job.id, attempt=self.lease.attempt, backend=self.backend.url):
+            timeout_s = self.ctx.settings.probe_timeout_s
+            async with Sampler(self.backend.client, timeout_s) as sampler:
+                await self._execute()
+                if self.prompt_id and not self.lost.is_set():
+                    await self._save_telemetry(await sampler.result())
+
+    async def _execute(self) -> None:
         keeper = asyncio.create_task(self._keep_lease(), name=f"lease-{self.job.id}")
         flusher = asyncio.create_task(self._flush_progress(), name=f"progress-{self.job.id}")
         try:
@@ -115,7 +134,12 @@ class JobRun:
         previous = self.job.attempts[-1] if self.job.attempts else None
         result: RunResult | None = None
         try:
-            if previous is not None and previous.backend == self.backend.url:
+            # Only an attempt that never finished (its worker died) can still be running.
+            if (
+                previous is not None
+                and previous.finished_at is None
+                and previous.backend == self.backend.url
+            ):
                 result = await self._reattach(previous.prompt_id, previous.client_id)
             if result is None:
                 self.prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
@@ -140,7 +164,7 @@ class JobRun:
             if self.cancel.is_set():
                 await self._finish(JobStatus.CANCELED, None)
             else:
-                await self._finish(JobStatus.FAILED, _error(exc))
+                await self._failed(exc)
             return
         for output in result.outputs:
             await self._store_output(output)
@@ -148,6 +172,53 @@ class JobRun:
             # The prompt finished before the interrupt landed: the work is done, keep it.
             log.info("cancel arrived after completion", extra={"job_id": self.job.id})
         await self._finish(JobStatus.SUCCEEDED, None)
+
+    async def _failed(self, exc: BackendError) -> None:
+        """Retry a transient failure later (preferably elsewhere), or fail for good."""
+        failures, strikes = await self.ctx.store.leases.failure_counts(self.lease)
+        elapsed = (datetime.now(UTC) - self.job.created_at).total_seconds()
+        decision = decide(
+            self.ctx.settings.retry_policy,
+            code=exc.code,
+            transient=exc.transient,
+            failures_before=failures,
+            strikes_before=strikes,
+            ran=self.running,
+            elapsed_s=elapsed,
+        )
+        error = _error(exc)
+        log.warning(
+            "attempt failed: %s (%s)", exc.message, decision.verdict, extra={"job_id": self.job.id}
+        )
+        if decision.verdict == "retry":
+            metrics = getattr(self.ctx, "metrics", None)
+            if metrics is not None:
+                metrics.retry(exc.code)
+            ok = await self.ctx.store.leases.reschedule(
+                self.lease,
+                error=error,
+                delay_s=decision.delay_s,
+                strike=decision.strike,
+                progress=self.progress,
+            )
+            if not ok:
+                self.lost.set()
+                raise LeaseLost(self.job.id)
+            self.ctx.notifier.publish(job_key(self.job.id))
+            if decision.delay_s == 0:
+                self.ctx.notifier.publish(NEW_JOB)
+            return
+        attempt_error = error
+        if decision.verdict == "poison":
+            error = JobError(
+                code="poison",
+                message=f"{decision.reason}; last error: {exc.message}",
+                node_id=error.get("node_id"),
+                class_type=error.get("class_type"),
+            ).as_dict()
+        elif exc.transient:
+            error = {**error, "message": f"{exc.message} ({decision.reason})"}
+        await self._finish(JobStatus.FAILED, error, attempt_error=attempt_error)
 
     async def _reattach(self, prompt_id: str, client_id: str) -> RunResult | None:
         """Follow the prompt a previous worker submitted, instead of paying for it twice."""
@@ -179,7 +250,8 @@ class JobRun:
         if not self.running:
             self.running = True
             self._started = time.monotonic()
-            if not await self.ctx.store.leases.mark_running(self.lease):
+            self._started_at = datetime.now(UTC)
+            if not await self.ctx.store.leases.mark_running(self.lease, self._started_at):
                 self.lost.set()
                 raise LeaseLost(self.job.id)
             self.ctx.notifier.publish(job_key(self.job.id))
@@ -237,7 +309,13 @@ class JobRun:
             await client.delete_pending(self.prompt_id)
             await client.interrupt(self.prompt_id)
 
-    async def _finish(self, status: JobStatus, error: dict[str, Any] | None) -> None:
+    async def _finish(
+        self,
+        status: JobStatus,
+        error: dict[str, Any] | None,
+        *,
+        attempt_error: dict[str, Any] | None = None,
+    ) -> None:
         progress = self.progress
         if status is JobStatus.SUCCEEDED and progress is not None:
             progress = {**progress, "value": 1.0, "nodes_done": progress.get("nodes_total", 0)}
@@ -249,11 +327,32 @@ class JobRun:
             error=error,
             progress=progress,
             run_ms=run_ms if status is JobStatus.SUCCEEDED else None,
+            attempt_error=attempt_error,
         )
         if not ok:
             self.lost.set()
             raise LeaseLost(self.job.id)
+        self._observe(status)
         self.ctx.notifier.publish(job_key(self.job.id))
+
+    def _observe(self, status: JobStatus) -> None:
+        """Log the outcome; count it with its queue wait and execution seconds."""
+        queue_s = execution_s = None
+        if self._started_at is not None:
+            queue_s = (self._started_at - self.job.created_at).total_seconds()
+            execution_s = (datetime.now(UTC) - self._started_at).total_seconds()
+        log.info("job %s", status.value, extra={"queue_s": queue_s, "execution_s": execution_s})
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.job_finished(self.job.template, status.value, queue_s, execution_s)
+
+    async def _save_telemetry(self, telemetry: dict[str, Any] | None) -> None:
+        """Store the attempt's backend telemetry; a failure here is logged, never raised."""
+        if telemetry is None:
+            return
+        try:
+            await self.ctx.store.leases.set_telemetry(self.lease, telemetry)
+        except Exception:  # the outcome is already recorded; telemetry is best effort
+            log.warning("could not store attempt telemetry", exc_info=True)
 
 
 def _progress_dict(progress: Progress) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""The gap on the engine between one job's end and the next one's start, with a full queue.
+
+The queue is filled by a server without workers; a second server on the same database then
+starts with workers and drains it, so every job is queued before the first one runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bench.context import Context
+from bench.engine_times import gaps_s, windows
+from bench.loadgen import LoadSpec
+from bench.report import Row, Target
+from bench.server import BenchServer
+from bench.stats import Summary
+from sakuga.domain.jobs import ACTIVE
+
+TARGETS = (Target("p50_ms", "<", 5),)
+DRAIN_TIMEOUT_S = 60.0
+DRAIN_POLL_S = 0.05
+
+
+async def measure(ctx: Context, capacity: int) -> Row:
+    """Fill a queue, drain it with ``capacity`` slots on the one backend, measure the gaps."""
+    count = ctx.counts.gap_jobs
+    data_dir = ctx.data_dir(f"gap{capacity}")
+    async with ctx.databases.fresh(f"gap{capacity}") as url, ctx.backends(data_dir) as backends:
+        async with ctx.server(url, data_dir, backends, workers=False) as filler:
+            spec = LoadSpec(filler.url, "submit", 16, count, DRAIN_TIMEOUT_S)
+            filled = await ctx.clients.load(spec, ctx.where)
+        async with ctx.server(url, data_dir, backends, capacity=capacity) as server:
+            # Workers start with the server: count cost and jobs from here, start-up excluded.
+            since_ms, started, cpu = time.time() * 1000, time.perf_counter(), time.process_time()
+            await _drain(server)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            jobs = await server.jobs(filled.job_ids)
+            prompts = [job.attempts[-1].prompt_id for job in jobs.values() if job.attempts]
+            found = await windows(server.engine_url, prompts)
+    measured = sum(1 for w in found.values() if w.start_ms >= since_ms)
+    prefetched = f"{capacity - 1} prefetched" if capacity > 1 else "no prefetch"
+    extra = {
+        "jobs": len(filled.job_ids),
+        "executed": len(found),
+        "jobs_per_s": measured / elapsed,
+        # This process: workers and the embedded engine (when it is embedded).
+        "server_cpu_ms_per_job": 1000 * cpu / max(1, measured),
+    }
+    return Row(
+        f"gap between jobs, capacity {capacity} ({prefetched})",
+        Summary.of_seconds(gaps_s(found.values())),
+        TARGETS if capacity >= 2 else (),
+        extra=extra,
+        note=f"{extra['jobs_per_s']:.0f} jobs/s drained; "
+        f"{extra['server_cpu_ms_per_job']:.1f} ms server CPU per job",
+    )
+
+
+async def _drain(server: BenchServer) -> None:
+    """Wait until no job is queued, running or canceling (at most ``DRAIN_TIMEOUT_S``)."""
+    store = server.services.store
+    async with asyncio.timeout(DRAIN_TIMEOUT_S):
+        while True:
+            for status in ACTIVE:
+                if await store.jobs.page(None, limit=1, status=status):
+                    break
+            else:
+                return
+            await asyncio.sleep(DRAIN_POLL_S)

@@ -1,0 +1,57 @@
+"""The servers each benchmark runs against, and the order they run in."""
+
+from __future__ import annotations
+
+from bench import gap, overhead, phases, throughput
+from bench.context import Context
+from bench.phases import Phase
+from bench.remote import Where
+from bench.report import Row
+
+
+async def queued_jobs(ctx: Context) -> list[Row]:
+    """Workers off: the queue only grows. The HTTP baseline, submissions, then status reads
+    over those queued jobs; each with the client in a child process and inline."""
+    rows: list[Row] = []
+    wheres: tuple[Where, ...] = ("process", "inline") if ctx.compare_inline else (ctx.where,)
+    data_dir = ctx.data_dir("queue")
+    async with (
+        ctx.databases.fresh("queue") as url,
+        ctx.backends(data_dir) as backends,
+        ctx.server(url, data_dir, backends, workers=False) as server,
+    ):
+        rows.append(await throughput.baseline(ctx, server, ctx.where))
+        job_ids: list[str] = []
+        for where in wheres:
+            row, created = await throughput.submissions(ctx, server, "workers off", where)
+            rows.append(row)
+            job_ids += created
+        for where in wheres:
+            label = f"{len(job_ids)} queued jobs"
+            rows.append(await throughput.reads(ctx, server, job_ids, label, where))
+    return rows
+
+
+async def running_jobs(ctx: Context, trace: bool) -> tuple[list[Row], list[Phase]]:
+    """Workers on: sequential jobs (overhead), the traced run, reads over finished jobs, then
+    submissions while workers run the growing queue."""
+    traced: list[Phase] = []
+    data_dir = ctx.data_dir("run")
+    async with (
+        ctx.databases.fresh("run") as url,
+        ctx.backends(data_dir) as backends,
+        ctx.server(url, data_dir, backends) as server,
+    ):
+        rows, finished = await overhead.measure(ctx, server)
+        if trace:
+            traced = await phases.measure(ctx, server)
+        label = f"{len(finished)} finished jobs"
+        rows.append(await throughput.reads(ctx, server, finished, label, ctx.where))
+        row, _ = await throughput.submissions(ctx, server, "workers on", ctx.where)
+        rows.append(row)
+    return rows, traced
+
+
+async def dispatch_gap(ctx: Context) -> list[Row]:
+    """The engine-side gap with prefetch (capacity 2, the default) and without (capacity 1)."""
+    return [await gap.measure(ctx, capacity) for capacity in (2, 1)]

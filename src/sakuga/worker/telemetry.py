@@ -1,0 +1,93 @@
+"""Backend telemetry around one attempt: ``/system_stats`` VRAM figures before and after.
+
+Telemetry never delays or fails a job: the "before" sample runs beside the dispatch, the
+"after" sample is taken once the outcome is recorded, each is bounded by a short deadline,
+and any failure only leaves the figure out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Any
+
+from sakuga.comfy.client import ComfyClient
+
+log = logging.getLogger(__name__)
+
+# The device figures kept from ComfyUI's ``/system_stats`` (bytes).
+VRAM_FIELDS = ("vram_total", "vram_free", "torch_vram_total", "torch_vram_free")
+
+
+def device_figures(stats: Any) -> dict[str, Any] | None:
+    """The first device's name and VRAM figures from a ``/system_stats`` body (pure)."""
+    devices = stats.get("devices") if isinstance(stats, dict) else None
+    if not isinstance(devices, list) or not devices or not isinstance(devices[0], dict):
+        return None
+    device = devices[0]
+    figures: dict[str, Any] = {
+        key: device[key] for key in VRAM_FIELDS if isinstance(device.get(key), int | float)
+    }
+    figures["name"] = device.get("name")
+    return figures
+
+
+def telemetry_record(
+    before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """``{"device", "before": {vram…}, "after": {vram…}}``; None when neither was sampled."""
+    if before is None and after is None:
+        return None
+    device = (before or {}).get("name") or (after or {}).get("name")
+
+    def vram(figures: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if figures is None else {k: v for k, v in figures.items() if k != "name"}
+
+    return {"device": device, "before": vram(before), "after": vram(after)}
+
+
+async def sample(client: ComfyClient, timeout_s: float) -> dict[str, Any] | None:
+    """One ``/system_stats`` reading within ``timeout_s``; None on any failure."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            stats = await client.system_stats()
+    except Exception as exc:  # telemetry must never fail the job, whatever went wrong
+        log.debug("system_stats sample failed: %s", exc)
+        return None
+    return device_figures(stats)
+
+
+class Sampler:
+    """``async with Sampler(client, timeout_s) as s: ...; record = await s.result()``.
+
+    Entering starts the "before" sample as a task (the run does not wait for it); leaving
+    cancels it if it is still pending.
+    """
+
+    def __init__(self, client: ComfyClient, timeout_s: float) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self._before: asyncio.Task[dict[str, Any] | None] | None = None
+
+    async def __aenter__(self) -> Sampler:
+        self._before = asyncio.create_task(sample(self.client, self.timeout_s))
+        return self
+
+    async def result(self) -> dict[str, Any] | None:
+        """Take the "after" sample and combine it with "before" (each bounded)."""
+        after = await sample(self.client, self.timeout_s)
+        before = await self._before if self._before is not None else None
+        return telemetry_record(before, after)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._before is not None and not self._before.done():
+            self._before.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._before
