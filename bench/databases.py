@@ -34,10 +34,7 @@ async def server_version(url: str) -> str:
 
 
 class Databases:
-    """Hands out empty databases: SQLite files under ``root``, or PostgreSQL when a URL is set.
-
-    A PostgreSQL database is created from the admin URL's server and dropped on exit.
-    """
+    """Empty databases: SQLite files under ``root``, or PostgreSQL ones created and dropped."""
 
     def __init__(self, root: Path, postgres_url: str | None = None) -> None:
         self.root = root

@@ -16,47 +16,45 @@ from typing import Literal
 import httpx
 
 from bench.client import http_client, submit, wait_terminal
+from bench.loops import Loop, run
 
 Op = Literal["submit", "read", "health"]
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """``concurrency`` keep-alive connections doing ``op`` until ``count`` ops or ``duration_s``.
-
-    ``warmup`` ops run first and are not measured (connections open, caches fill).
-    """
+    """``concurrency`` connections doing ``op`` until ``count`` ops or ``duration_s`` pass."""
 
     url: str
     op: Op
     concurrency: int
     count: int
     duration_s: float
-    warmup: int = 0
+    warmup: int = 0  # ops run first and not measured (connections open, caches fill)
     template: str = "blank"
     job_ids: tuple[str, ...] = ()
+    loop: Loop = "uvloop"
 
 
 @dataclass
 class LoadResult:
-    """Latencies of the measured ops that succeeded, the window they ran in, errors, and
-    the CPU seconds the client's process used in that window."""
+    """Latencies of the measured ops that succeeded, their window, errors, created job ids."""
 
     latencies_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
-    cpu_s: float = 0.0
+    cpu_s: float = 0.0  # CPU the client's process used in the window
     errors: int = 0
     job_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class SequentialSpec:
-    """Jobs one at a time: submit, then follow the SSE stream to the end; ``templates``
-    gives each job's template in order."""
+    """One job per template in ``templates``, each submitted once the previous one ended."""
 
     url: str
     templates: tuple[str, ...]
     timeout_s: float = 30.0
+    loop: Loop = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -140,9 +138,9 @@ async def run_sequential(spec: SequentialSpec) -> list[JobTiming]:
 
 def run_load_sync(spec: LoadSpec) -> LoadResult:
     """``run_load`` in a fresh event loop (the child process's entry point)."""
-    return asyncio.run(run_load(spec))
+    return run(run_load(spec), spec.loop)
 
 
 def run_sequential_sync(spec: SequentialSpec) -> list[JobTiming]:
     """``run_sequential`` in a fresh event loop (the child process's entry point)."""
-    return asyncio.run(run_sequential(spec))
+    return run(run_sequential(spec), spec.loop)

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from types import TracebackType
 from typing import Literal, TypeVar
 
@@ -19,6 +20,7 @@ from bench.loadgen import (
     run_sequential,
     run_sequential_sync,
 )
+from bench.loops import Loop
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -28,9 +30,10 @@ CHILD_GRACE_S = 60.0
 
 
 class Clients:
-    """``async with Clients() as clients``: one spawned child reused for every load."""
+    """``async with Clients(loop) as clients``: one spawned child reused for every load."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: Loop = "uvloop") -> None:
+        self.loop = loop  # the child's event loop
         self._pool: ProcessPoolExecutor | None = None
 
     async def __aenter__(self) -> Clients:
@@ -53,14 +56,14 @@ class Clients:
         if where == "inline":
             return await run_load(spec)
         budget = spec.duration_s + CHILD_GRACE_S
-        return await self._in_child(run_load_sync, spec, budget)
+        return await self._in_child(run_load_sync, replace(spec, loop=self.loop), budget)
 
     async def sequential(self, spec: SequentialSpec, where: Where = "process") -> list[JobTiming]:
         """Run jobs one at a time; bounded by ``timeout_s`` per job."""
         if where == "inline":
             return await run_sequential(spec)
         budget = spec.timeout_s * len(spec.templates) + CHILD_GRACE_S
-        return await self._in_child(run_sequential_sync, spec, budget)
+        return await self._in_child(run_sequential_sync, replace(spec, loop=self.loop), budget)
 
     async def _in_child(self, fn: Callable[[S], R], spec: S, budget_s: float) -> R:
         if self._pool is None:

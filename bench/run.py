@@ -7,7 +7,6 @@ a keep-alive HTTP client in a child process. Every loop stops by itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import tempfile
@@ -17,18 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import loops, scenarios
 from bench.context import FULL, QUICK, Context, Counts
 from bench.databases import Databases, server_version
-from bench.machine import describe, load_1m
+from bench.machine import CpuWatch, describe, load_1m
 from bench.phases import Phase, phase_table
 from bench.remote import Clients
 from bench.report import Row, table, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARKS = ("queue", "run", "gap")
-# Above this 1-minute load at start, something else was competing for the CPUs.
-BUSY_LOAD = 1.0
+# Past these, something else competed with the run for the CPUs.
+BUSY_BEFORE = 0.2  # share of all CPUs in the second before the run
+OTHERS_CORES = 0.25  # cores used by other processes, averaged over the run
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -54,9 +54,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the stand-in engine inside the server (default) or as its own process",
     )
     parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of server and client: uvloop (as `sakuga serve` runs) or asyncio "
+        "(as tests and the demo run UvicornServer)",
+    )
+    parser.add_argument(
         "--tcp-nodelay",
         action="store_true",
-        help="set TCP_NODELAY on the API's listening socket (the fix BENCHMARKS.md proposes)",
+        help="set TCP_NODELAY on the API's listening socket, the fix BENCHMARKS.md proposes "
+        "(matters with --loop asyncio; uvloop sets it on every connection itself)",
     )
     parser.add_argument(
         "--only",
@@ -111,10 +119,11 @@ async def main_async(args: argparse.Namespace) -> Outcome:
     counts = QUICK if args.quick else FULL
     pg_version = await server_version(args.postgres) if args.postgres else None
     machine = describe(pg_version)
+    watch = CpuWatch()
     outcome = Outcome()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sakuga-bench-") as tmp:
-        async with Clients() as clients:
+        async with Clients(args.loop) as clients:
             stores: list[str | None] = [None] + ([args.postgres] if args.postgres else [])
             for pg in stores:
                 databases = Databases(Path(tmp) / ((pg and "pg") or "sqlite"), pg)
@@ -127,10 +136,12 @@ async def main_async(args: argparse.Namespace) -> Outcome:
         "mode": "quick" if args.quick else "full",
         "client": args.client,
         "engine": args.engine,
+        "loop": args.loop,
         "tcp_nodelay_applied": args.tcp_nodelay,
         "counts": vars(counts),
         "duration_s": round(time.perf_counter() - started, 1),
         "loadavg_1m_at_end": load_1m(),
+        "other_processes_cpu_cores": watch.others_cores(),
         "phases": {kind: [vars(p) for p in found] for kind, found in outcome.phases.items()},
     }
     flat = [
@@ -151,13 +162,15 @@ def _print(outcome: Outcome) -> None:
         + (f", PostgreSQL {machine['postgresql']}" if machine["postgresql"] else "")
     )
     print(
-        f"client: {outcome.context['client']}; engine: {outcome.context['engine']}; "
+        f"loop: {outcome.context['loop']}; client: {outcome.context['client']}; "
+        f"engine: {outcome.context['engine']}; "
         f"TCP_NODELAY fix applied: "
         f"{outcome.context['tcp_nodelay_applied']}; took {outcome.context['duration_s']} s"
     )
-    loads = (machine["loadavg_1m_at_start"], outcome.context["loadavg_1m_at_end"])
-    print(f"1-minute load average at start / end: {loads[0]} / {loads[1]}")
-    if loads[0] > BUSY_LOAD:
+    before, others = machine["cpu_busy_before_start"], outcome.context["other_processes_cpu_cores"]
+    pg = " (PostgreSQL's work included)" if machine["postgresql"] else ""
+    print(f"CPUs busy just before the run: {before}; other processes during it: {others} cores{pg}")
+    if (before or 0) > BUSY_BEFORE or (others or 0) > OTHERS_CORES:
         print("warning: other processes were busy on this machine; wall-clock numbers are inflated")
     for kind, rows in outcome.rows.items():
         print(f"\n## {kind}\n\n{table(rows)}\n")
@@ -174,7 +187,8 @@ def _print(outcome: Outcome) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main_async(parse_args(argv)))
+    args = parse_args(argv)
+    loops.run(main_async(args), args.loop)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ from bench.report import Row
 
 
 async def queued_jobs(ctx: Context) -> list[Row]:
-    """Workers off: the queue only grows. The HTTP baseline, submissions, then status reads
-    over those queued jobs; each with the client in a child process and inline."""
+    """Workers off (the queue only grows): HTTP baseline, submissions, reads of queued jobs."""
     rows: list[Row] = []
     wheres: tuple[Where, ...] = ("process", "inline") if ctx.compare_inline else (ctx.where,)
     data_dir = ctx.data_dir("queue")
@@ -33,8 +32,7 @@ async def queued_jobs(ctx: Context) -> list[Row]:
 
 
 async def running_jobs(ctx: Context, trace: bool) -> tuple[list[Row], list[Phase]]:
-    """Workers on: sequential jobs (overhead), the traced run, reads over finished jobs, then
-    submissions while workers run the growing queue."""
+    """Workers on: overhead, the traced run, reads of finished jobs, submissions last."""
     traced: list[Phase] = []
     data_dir = ctx.data_dir("run")
     async with (

@@ -21,14 +21,13 @@ UNLIMITED_QUEUE = 10**9
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """One server configuration. ``tcp_nodelay`` sets TCP_NODELAY on the listening socket
-    (accepted sockets inherit it on Linux) -- the fix BENCHMARKS.md proposes."""
+    """One server configuration; ``tcp_nodelay`` is the fix BENCHMARKS.md proposes."""
 
     database_url: str
     data_dir: Path
     workers: bool = True
     capacity: int = 2
-    tcp_nodelay: bool = False
+    tcp_nodelay: bool = False  # on the listening socket; accepted ones inherit it (Linux)
     backends: tuple[str, ...] = ()
 
     def settings(self) -> Settings:
@@ -45,11 +44,6 @@ class ServerSpec:
         )
 
 
-def nodelay(sock: socket.socket) -> bool:
-    """Whether Nagle's algorithm is off on ``sock``."""
-    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-
-
 class BenchServer:
     """``async with BenchServer(spec) as server``: the API, workers and embedded engine."""
 
@@ -57,7 +51,6 @@ class BenchServer:
         self.spec = spec
         self.app = create_app(spec.settings())
         self._uvicorn = UvicornServer(self.app)
-        self.shipped_nodelay = nodelay(self._uvicorn.sock)
         if spec.tcp_nodelay:
             self._uvicorn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

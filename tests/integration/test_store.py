@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from sakuga.domain.jobs import JobStatus
 from sakuga.errors import IdempotencyKeyReuse
 from sakuga.store import NewJob, Store
+from sakuga.store import tables as t
 
 WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 
@@ -107,3 +110,21 @@ async def test_claim_honours_eligible_backends(db_url: str, backend: str, claima
     async with Store(db_url) as store:
         await store.writer.submit(new_job(eligible_backends=("http://a", "http://b")))
         assert (await store.leases.claim("w", backend, lease_s=30) is not None) is claimable
+
+
+async def test_idempotency_key_is_free_again_after_24_hours(db_url: str) -> None:
+    async with Store(db_url) as store:
+        old = new_job(idempotency_key="daily")
+        await store.writer.submit(old)
+        async with store.db.begin() as conn:
+            await conn.execute(
+                update(t.jobs)
+                .where(t.jobs.c.id == old.id)
+                .values(created_at=t.jobs.c.created_at - timedelta(hours=25))
+            )
+        fresh = new_job(idempotency_key="daily")
+        await store.writer.submit(fresh)
+        assert (await store.jobs.get(fresh.id)) is not None
+        again = new_job(idempotency_key="daily")
+        with pytest.raises(IdempotencyKeyReuse):
+            await store.writer.submit(again)

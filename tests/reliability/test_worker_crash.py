@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.engine import REPO, START_TIMEOUT_S, EngineProcess, _read_line
+from tests.fixtures.engine import REPO, START_TIMEOUT_S, EngineProcess, _read_line, stop_process
 from tests.fixtures.servers import ServerProcess
-from tests.integration.jobs_support import TERMINAL, long_job, submit
+from tests.integration.jobs_support import TERMINAL, finish, long_job, submit
 
 RESULTS = Path(os.environ.get("SAKUGA_RELIABILITY_OUT", "bench/results")) / "worker-crash.json"
 
@@ -50,11 +50,15 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
     yield start
     for worker in started:
-        if worker.process.poll() is None:
-            worker.process.kill()
-        worker.process.wait(timeout=10)
-        if worker.process.stdout is not None:
-            worker.process.stdout.close()
+        stop_process(worker.process, signal.SIGKILL)
+
+
+def shared_options(database_url: str, backend: str, tmp_path: Path) -> tuple[str, ...]:
+    """Options every process of one deployment shares; short leases for fast takeovers."""
+    return (
+        "--database-url", database_url, "--backends", backend, "--data-dir", str(tmp_path / "d"),
+        "--lease-s", "2", "--heartbeat-s", "0.5", "--poll-s", "0.2",
+    )  # fmt: skip
 
 
 async def jobs_state(http: httpx.AsyncClient, ids: list[str]) -> list[dict[str, object]]:
@@ -81,10 +85,7 @@ async def test_sigkilled_workers_lose_nothing(
     workers: Callable[..., Worker],
 ) -> None:
     engine = engine_process("--step-s", "0.05")
-    common = (
-        "--database-url", pg_url, "--backends", engine.url, "--data-dir", str(tmp_path / "d"),
-        "--lease-s", "2", "--heartbeat-s", "0.5", "--poll-s", "0.2",
-    )  # fmt: skip
+    common = shared_options(pg_url, engine.url, tmp_path)
     api = server_process(*common, "--no-workers")
     pool = {w.pid: w for w in (workers(*common) for _ in range(3))}
     kills: list[float] = []
@@ -143,3 +144,27 @@ async def _recovery_s(http: httpx.AsyncClient, job_id: str, dead_pid: int) -> fl
             return round(time.monotonic() - started, 3)
         await asyncio.sleep(0.05)  # observer's poll cadence
     raise AssertionError(f"job {job_id} was not taken over within 60 s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_sigkilled_api_loses_nothing(
+    pg_url: str,
+    tmp_path: Path,
+    engine_process: Callable[..., EngineProcess],
+    server_process: Callable[..., ServerProcess],
+    workers: Callable[..., Worker],
+) -> None:
+    engine = engine_process("--step-s", "0.05")
+    common = shared_options(pg_url, engine.url, tmp_path)
+    workers(*common)
+    first = server_process(*common, "--no-workers")
+    async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
+        ids = [(await submit(http, long_job(steps=10, prompt=f"j{i}")))["id"] for i in range(4)]
+    first.stop(signal.SIGKILL)
+    second = server_process(*common, "--no-workers")
+    async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
+        finals = [await finish(http, i) for i in ids]
+    assert [f["status"] for f in finals] == ["succeeded"] * 4
+    async with httpx.AsyncClient(base_url=engine.url, timeout=5) as http:
+        assert len((await http.get("/history")).json()) == 4

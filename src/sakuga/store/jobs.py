@@ -19,6 +19,7 @@ from sakuga.store.outbox import Outbox, enqueue_for_job
 from sakuga.store.records import attempt_from_row, job_from_row
 
 ETA_SAMPLES = 3
+IDEMPOTENCY_TTL = timedelta(hours=24)
 ETA_WINDOW = 20
 
 
@@ -85,17 +86,35 @@ class JobStore:
                 await conn.execute(t.jobs.insert(), [self._row(new, at) for new in batch])
             return [None] * len(batch)
         except IntegrityError:
-            if len(batch) == 1:
-                return [await self._reuse_error(batch[0])]
-        results: list[BaseException | None] = []
-        for new in batch:
+            pass
+        return [await self._insert_one(new, at) for new in batch]
+
+    async def _insert_one(self, new: NewJob, at: datetime) -> BaseException | None:
+        for _ in range(2):
             try:
                 async with self.db.begin() as conn:
                     await conn.execute(t.jobs.insert(), [self._row(new, at)])
-                results.append(None)
+                return None
             except IntegrityError:
-                results.append(await self._reuse_error(new))
-        return results
+                if not await self._expire_key(new, at):
+                    return await self._reuse_error(new)
+        return await self._reuse_error(new)
+
+    async def _expire_key(self, new: NewJob, at: datetime) -> bool:
+        """Free a key whose job is older than the 24 h keys are kept (API-V2 §6)."""
+        if new.idempotency_key is None:
+            return False
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                update(t.jobs)
+                .where(
+                    t.jobs.c.owner == new.owner,
+                    t.jobs.c.idempotency_key == new.idempotency_key,
+                    t.jobs.c.created_at < at - IDEMPOTENCY_TTL,
+                )
+                .values(idempotency_key=None)
+            )
+        return bool(result.rowcount)
 
     async def _reuse_error(self, new: NewJob) -> BaseException:
         async with self.db.read() as conn:
