@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from datetime import UTC, datetime
@@ -19,32 +18,15 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from sakuga.errors import Forbidden
+from sakuga.keyfile import load_or_create
 from sakuga.settings import Settings
 
 KEY_FILE = "url-signing.key"
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The key kept at ``path``; created (0600, exclusively) on first use."""
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race; use its key
-        return _read_key(path)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
-    return _read_key(path)
-
-
-def _read_key(path: Path) -> bytes:
-    key = path.read_text().strip()
-    if not key:
-        raise RuntimeError(f"{path} is empty; delete it to generate a new URL signing key")
-    return key.encode()
+    """The key kept at ``path``; created (0600) on first use."""
+    return load_or_create(path, lambda: secrets.token_hex(32)).encode()
 
 
 class UrlSigner:

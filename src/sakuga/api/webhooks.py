@@ -19,7 +19,7 @@ from sakuga.api.deps import Services, owner, services
 from sakuga.api.schemas import ErrorEnvelope
 from sakuga.domain.webhooks import Delivery, DeliveryStatus
 from sakuga.errors import BadQuery, DeliveryNotDead, NotFound
-from sakuga.worker.webhooks import RESOLVE_TIMEOUT_S, allow_list, check_webhook_url
+from sakuga.worker.webhook_targets import RESOLVE_TIMEOUT_S, allow_list, check_webhook_url
 
 router = APIRouter(prefix="/api/v2", tags=["webhooks"])
 

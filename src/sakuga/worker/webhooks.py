@@ -17,17 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
-import ipaddress
 import json
 import logging
-import os
 import secrets
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -35,7 +30,6 @@ import httpx
 from standardwebhooks import Webhook
 
 from sakuga import __version__
-from sakuga.domain.webhooks import ACCEPTED as URL_ACCEPTED
 from sakuga.domain.webhooks import (
     AllowList,
     Delivery,
@@ -47,9 +41,11 @@ from sakuga.domain.webhooks import (
     refusal,
 )
 from sakuga.errors import InvalidRequest
+from sakuga.keyfile import load_or_create
 from sakuga.notify import Notifier
 from sakuga.settings import Settings
 from sakuga.store import Store
+from sakuga.worker.webhook_targets import allow_list, resolve
 
 if TYPE_CHECKING:
     from sakuga.metrics import Metrics
@@ -61,7 +57,6 @@ SECRET_FILE = "webhook-secret"
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 MAX_IN_FLIGHT = 16
-RESOLVE_TIMEOUT_S = 5.0
 # A claimed delivery stays leased this long past its own deadline before another takes it.
 LEASE_MARGIN_S = 30.0
 
@@ -94,87 +89,7 @@ def load_secret(settings: Settings) -> str:
     """
     if settings.webhook_secret:
         return check_secret(settings.webhook_secret)
-    path = settings.data_dir / SECRET_FILE
-    if not path.exists():
-        _publish_secret(path, new_secret())
-    return check_secret(path.read_text(encoding="ascii").strip())
-
-
-def _publish_secret(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secret + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won the race: use its
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-# -- resolving and checking a target --------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def _allow_list(entries: tuple[str, ...]) -> AllowList:
-    return AllowList.parse(entries)
-
-
-def allow_list(settings: Settings) -> AllowList:
-    """The parsed ``webhook_allow`` (raises ValueError naming a bad entry)."""
-    return _allow_list(tuple(settings.webhook_allow))
-
-
-async def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
-    """Every address ``host`` resolves to, within ``timeout_s``; InvalidRequest otherwise."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-    except TimeoutError as exc:
-        raise InvalidRequest(
-            "webhook_url", host, URL_ACCEPTED, f"resolving {host!r} took over {timeout_s:g} s"
-        ) from exc
-    except OSError as exc:
-        raise InvalidRequest(
-            "webhook_url", host, URL_ACCEPTED, f"host {host!r} does not resolve ({exc})"
-        ) from exc
-    found: list[IPAddress] = []
-    for _family, _type, _proto, _name, sockaddr in infos:
-        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if ip not in found:
-            found.append(ip)
-    return found
-
-
-@dataclass(frozen=True)
-class Resolved:
-    target: WebhookTarget
-    addresses: tuple[IPAddress, ...]
-
-
-async def check_webhook_url(
-    url: str, allow: AllowList, *, timeout_s: float = RESOLVE_TIMEOUT_S
-) -> Resolved:
-    """Parse, resolve and SSRF-check a webhook URL; raises 422 ``InvalidRequest`` on refusal."""
-    target = parse_webhook_url(url)
-    if target.ip is not None:
-        addresses: Sequence[IPAddress] = [target.ip]
-    else:
-        try:
-            addresses = await resolve(target.host, target.port, timeout_s)
-        except InvalidRequest as exc:
-            raise InvalidRequest("webhook_url", url, URL_ACCEPTED, exc.message) from exc
-    reason = refusal(target.host, addresses, allow)
-    if reason is not None:
-        raise InvalidRequest(
-            "webhook_url", url, URL_ACCEPTED, f"webhook_url {url!r} is refused: {reason}"
-        )
-    return Resolved(target, tuple(addresses))
+    return check_secret(load_or_create(settings.data_dir / SECRET_FILE, new_secret))
 
 
 # -- one attempt ----------------------------------------------------------------------------
