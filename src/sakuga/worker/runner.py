@@ -105,11 +105,13 @@ class JobRun:
     async def _execute(self) -> None:
         keeper = asyncio.create_task(self._keep_lease(), name=f"lease-{self.job.id}")
         flusher = asyncio.create_task(self._flush_progress(), name=f"progress-{self.job.id}")
+        tasks = [keeper, flusher]
         try:
             if self.job.cancel_requested and self.job.status is JobStatus.QUEUED:
                 await self._finish(JobStatus.CANCELED, None)
                 return
             work = asyncio.create_task(self._run_on_backend(), name=f"run-{self.job.id}")
+            tasks.append(work)
             lost = asyncio.create_task(self.lost.wait())
             try:
                 await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -124,10 +126,11 @@ class JobRun:
             with contextlib.suppress(LeaseLost):
                 await work
         finally:
-            for task in (keeper, flusher):
+            # Also on shutdown (this task cancelled): nothing of the run outlives it.
+            for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(keeper, flusher, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_on_backend(self) -> None:
         client = self.backend.client
