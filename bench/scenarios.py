@@ -51,5 +51,5 @@ async def running_jobs(ctx: Context, trace: bool) -> tuple[list[Row], list[Phase
 
 
 async def dispatch_gap(ctx: Context) -> list[Row]:
-    """The engine-side gap with prefetch (capacity 2, the default) and without (capacity 1)."""
-    return [await gap.measure(ctx, capacity) for capacity in (2, 1)]
+    """The engine-side gap at the default capacity 2, without prefetch (1), and with 4 slots."""
+    return [await gap.measure(ctx, capacity) for capacity in (2, 1, 4)]
