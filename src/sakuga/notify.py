@@ -65,4 +65,10 @@ NEW_JOB = "jobs:new"
 
 
 def job_key(job_id: str) -> str:
+    """Anything about the job changed (its event streams listen)."""
     return f"job:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    """A cancel was requested (the worker running the job listens)."""
+    return f"cancel:{job_id}"

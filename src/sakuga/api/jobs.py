@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -18,10 +19,10 @@ from sakuga.api.views import job_summary, job_view
 from sakuga.api.webhooks import submit_webhook_url
 from sakuga.domain.graph import is_ui_format
 from sakuga.domain.inputs import pin, references, staged_blobs, staged_digest, staged_name
-from sakuga.domain.jobs import fingerprint
+from sakuga.domain.jobs import Job, JobStatus, fingerprint
 from sakuga.domain.templates import bind, get_template
 from sakuga.errors import BadQuery, InvalidRequest, MissingAsset, NotFound, WorkflowFormatUI
-from sakuga.notify import NEW_JOB, job_key
+from sakuga.notify import NEW_JOB, cancel_key, job_key
 from sakuga.store import NewJob
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
@@ -64,9 +65,11 @@ async def submit_job(
         raise BadQuery("Idempotency-Key", idempotency_key, "1 to 255 characters")
     workflow, template, params = _resolve_body(body, svc)
     webhook_url = await submit_webhook_url(request, svc, body.webhook_url)
-    if not svc.backends.upload_inputs():
+    uploads = svc.backends.upload_inputs()
+    if not uploads:
         await svc.backends.refresh_all(svc.store)
-    workflow = await pin_inputs(svc, who, workflow)
+        uploads = svc.backends.upload_inputs()
+    workflow = await pin_inputs(svc, who, workflow, uploads)
     staged = frozenset(staged_blobs(workflow))
     eligible = await svc.backends.eligible(workflow, store=svc.store, staged=staged)
     new = NewJob(
@@ -80,18 +83,48 @@ async def submit_job(
         metadata=body.metadata or {},
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
+        created_at=datetime.now(UTC),
     )
-    await svc.store.writer.submit(new)
+    seq = await svc.store.writer.submit(new)
     svc.notifier.publish(NEW_JOB)
-    view = await _view(request, svc, new.id, who)
+    # The answer is built from what was just committed, without reading it back.
+    view = await job_view(
+        svc.store,
+        _queued(new, seq, svc.store.jobs.retention),
+        base_url(request),
+        busy_slots=_busy_slots(svc),
+        signer=svc.signer,
+        outputs=[],
+    )
     return JSONResponse(JobOut.model_validate(view).model_dump(mode="json"), status_code=201)
 
 
-async def pin_inputs(svc: Services, who: str, workflow: dict[str, Any]) -> dict[str, Any]:
+def _queued(new: NewJob, seq: int, retention: timedelta) -> Job:
+    assert new.created_at is not None
+    return Job(
+        id=new.id,
+        owner=new.owner,
+        status=JobStatus.QUEUED,
+        workflow=new.workflow,
+        created_at=new.created_at,
+        updated_at=new.created_at,
+        expires_at=new.created_at + retention,
+        seq=seq,
+        template=new.template,
+        params=new.params,
+        metadata=new.metadata,
+        fingerprint=new.fingerprint,
+        eligible_backends=new.eligible_backends,
+    )
+
+
+async def pin_inputs(
+    svc: Services, who: str, workflow: dict[str, Any], uploads: set[str]
+) -> dict[str, Any]:
     """Resolve ``core/ASSET`` refs and uploaded file names to staged blob names (or 422)."""
     names: dict[tuple[str, str], str] = {}
     missing: list[str] = []
-    for ref in references(workflow, svc.backends.upload_inputs()):
+    for ref in references(workflow, uploads):
         if ref.asset_id is not None:
             row = await svc.store.assets.get(ref.asset_id, who) if ref.asset_id else None
             if row is None:
@@ -250,6 +283,7 @@ async def cancel_job(
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
     svc.notifier.publish(job_key(job_id))
+    svc.notifier.publish(cancel_key(job_id))
     return await job_view(
         svc.store, job, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer
     )

@@ -88,10 +88,20 @@ def _metrics(job: Job) -> dict[str, int | None]:
 
 
 async def job_view(
-    store: Store, job: Job, base: str, *, busy_slots: int, signer: UrlSigner | None = None
+    store: Store,
+    job: Job,
+    base: str,
+    *,
+    busy_slots: int,
+    signer: UrlSigner | None = None,
+    outputs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The full Job object: status, progress, outputs, links and sakuga's extra fields."""
-    outputs = await store.jobs.outputs(job.id)
+    """The full Job object: status, progress, outputs, links and sakuga's extra fields.
+
+    ``outputs`` are the job's output rows when the caller already knows them (a new job).
+    """
+    if outputs is None:
+        outputs = await store.jobs.outputs(job.id)
     position = await store.jobs.queue_position(job)
     eta_s: float | None = None
     if not job.terminal:

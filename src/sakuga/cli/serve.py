@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from typing import Annotated
 
@@ -29,14 +28,12 @@ def serve(
     import uvicorn
 
     from sakuga.api.app import create_app
+    from sakuga.serving import bind_socket
 
     configure_logging(log_level, settings.log_format)
     host = settings.host
     # Bind first so ``--port 0`` works and the announced URL is the real one.
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, settings.port))
-    sock.listen(2048)  # connections wait in the backlog while start-up finishes
+    sock = bind_socket(host, settings.port)
     bound = sock.getsockname()[1]
     # log_config=None: uvicorn's own lines (access log included) go through our handler.
     config = uvicorn.Config(

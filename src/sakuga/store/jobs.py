@@ -38,6 +38,8 @@ class NewJob:
     idempotency_key: str | None = None
     # Where the job's webhook events go (sakuga extension); None sends none.
     webhook_url: str | None = None
+    # Set by the API so its 201 answer shows the stored time; else the insert's time.
+    created_at: datetime | None = None
 
 
 def now() -> datetime:
@@ -66,35 +68,38 @@ class JobStore:
             "fingerprint": new.fingerprint,
             "idempotency_key": new.idempotency_key,
             "webhook_url": new.webhook_url,
-            "created_at": at,
-            "updated_at": at,
-            "expires_at": at + self.retention,
+            "created_at": new.created_at or at,
+            "updated_at": new.created_at or at,
+            "expires_at": (new.created_at or at) + self.retention,
             "eligible_backends": list(new.eligible_backends),
             "attempt_count": 0,
             "cancel_requested": False,
         }
 
-    async def insert_many(self, batch: list[NewJob]) -> list[BaseException | None]:
-        """Insert jobs in one transaction when possible; returns a per-job error or None.
+    async def insert_many(self, batch: list[NewJob]) -> list[BaseException | int]:
+        """Insert jobs in one transaction when possible; returns each job's ``seq`` or error.
 
         A conflicting idempotency key in a batch falls back to one transaction per job, so
         one client's reuse never fails another client's submission.
         """
         at = now()
+        insert = t.jobs.insert().returning(t.jobs.c.seq, sort_by_parameter_order=True)
         try:
             async with self.db.begin() as conn:
-                await conn.execute(t.jobs.insert(), [self._row(new, at) for new in batch])
-            return [None] * len(batch)
+                result = await conn.execute(insert, [self._row(new, at) for new in batch])
+                return [int(seq) for seq in result.scalars().all()]
         except IntegrityError:
             pass
         return [await self._insert_one(new, at) for new in batch]
 
-    async def _insert_one(self, new: NewJob, at: datetime) -> BaseException | None:
+    async def _insert_one(self, new: NewJob, at: datetime) -> BaseException | int:
         for _ in range(2):
             try:
                 async with self.db.begin() as conn:
-                    await conn.execute(t.jobs.insert(), [self._row(new, at)])
-                return None
+                    seq = await conn.scalar(
+                        t.jobs.insert().values(**self._row(new, at)).returning(t.jobs.c.seq)
+                    )
+                return int(seq or 0)
             except IntegrityError:
                 if not await self._expire_key(new, at):
                     return await self._reuse_error(new)

@@ -20,7 +20,7 @@ class SubmitWriter:
 
     def __init__(self, jobs: JobStore) -> None:
         self.jobs = jobs
-        self._queue: asyncio.Queue[tuple[NewJob, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[NewJob, asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -37,13 +37,13 @@ class SubmitWriter:
             if not future.done():
                 future.set_exception(RuntimeError("server is shutting down"))
 
-    async def submit(self, new: NewJob) -> None:
-        """Queue ``new`` for the next batch; raises what its insert raised."""
+    async def submit(self, new: NewJob) -> int:
+        """Queue ``new`` for the next batch; its ``seq`` once committed, or the insert's error."""
         if self._task is None:
             raise RuntimeError("SubmitWriter.start() was not called")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         await self._queue.put((new, future))
-        await future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -61,10 +61,10 @@ class SubmitWriter:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), error in zip(batch, results, strict=True):
+            for (_, future), outcome in zip(batch, results, strict=True):
                 if future.done():
                     continue
-                if error is None:
-                    future.set_result(None)
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
                 else:
-                    future.set_exception(error)
+                    future.set_result(outcome)

@@ -31,7 +31,7 @@ from sakuga.errors import (
 )
 from sakuga.logs import log_context
 from sakuga.metrics import Metrics
-from sakuga.notify import NEW_JOB, Notifier, job_key
+from sakuga.notify import NEW_JOB, Notifier, cancel_key, job_key
 from sakuga.settings import Settings
 from sakuga.store import Lease, Store
 from sakuga.worker.backends import Backend
@@ -285,12 +285,20 @@ class JobRun:
             await asyncio.sleep(PROGRESS_INTERVAL_S)  # the coalescing window, not a wait-for
 
     async def _keep_lease(self) -> None:
+        notifier = self.ctx.notifier
+        # Subscribed for the whole run, so a cancel published between two waits is not lost.
+        wake = notifier.subscribe(cancel_key(self.job.id))
+        try:
+            await self._keep_lease_loop(wake)
+        finally:
+            notifier.unsubscribe(cancel_key(self.job.id), wake)
+
+    async def _keep_lease_loop(self, wake: asyncio.Event) -> None:
         settings = self.ctx.settings
         next_beat = time.monotonic() + settings.heartbeat_s
         while True:
-            await self.ctx.notifier.wait(
-                job_key(self.job.id), max(0.0, next_beat - time.monotonic())
-            )
+            await self.ctx.notifier.wait_event(wake, max(0.0, next_beat - time.monotonic()))
+            wake.clear()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + settings.heartbeat_s
                 state = await self.ctx.store.leases.heartbeat(self.lease, settings.lease_s)
