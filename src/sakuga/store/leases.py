@@ -56,20 +56,26 @@ class LeaseStore:
             cast(t.jobs.c.eligible_backends, String) == "[]",
             cast(t.jobs.c.eligible_backends, String).like(f'%"{backend}"%'),
         )
+        claimable = (
+            t.jobs.c.status.in_([s.value for s in ACTIVE]),
+            or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
+            or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= db_now),
+            or_(
+                t.jobs.c.backend.is_(None),
+                t.jobs.c.backend != backend,
+                t.jobs.c.transient_failures == 0,
+                t.jobs.c.not_before + elsewhere_s <= db_now,
+            ),
+            eligible,
+        )
+        # Most claims find nothing (a slot freed, a poll): a plain read says so without
+        # taking the write lock; the UPDATE below re-checks, so a race only costs a retry.
+        async with self.db.read() as conn:
+            if await conn.scalar(select(t.jobs.c.seq).where(*claimable).limit(1)) is None:
+                return None
         pick = (
             select(t.jobs.c.seq)
-            .where(
-                t.jobs.c.status.in_([s.value for s in ACTIVE]),
-                or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
-                or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= db_now),
-                or_(
-                    t.jobs.c.backend.is_(None),
-                    t.jobs.c.backend != backend,
-                    t.jobs.c.transient_failures == 0,
-                    t.jobs.c.not_before + elsewhere_s <= db_now,
-                ),
-                eligible,
-            )
+            .where(*claimable)
             # A retry prefers another backend than the one it failed on; oldest first.
             .order_by(
                 case(

@@ -107,8 +107,9 @@ class WorkerPool:
 
     async def _run(self, backend: Backend, job: Job, lease: Lease) -> None:
         store = self.ctx.store
+        run = JobRun(self.ctx, job, lease, backend)
         try:
-            await JobRun(self.ctx, job, lease, backend).execute()
+            await run.execute()
         except asyncio.CancelledError:
             backend.busy -= 1
             # Shutting down: give the job back so the next start re-attaches at once.
@@ -120,25 +121,19 @@ class WorkerPool:
             backend.busy -= 1
         else:
             backend.busy -= 1
-            await self._report(backend, job.id, lease.attempt)
+            self._report(backend, run)
         self._wake.set()  # a slot is free: another job may be waiting
         await self.backends.settle(backend)
 
-    async def _report(self, backend: Backend, job_id: str, attempt: int) -> None:
+    def _report(self, backend: Backend, run: JobRun) -> None:
         """Feed the attempt's outcome to the backend's breaker.
 
         A lost backend (unreachable, prompt gone) is a failure; any answer from it, even
-        the workflow's own error, is a success. Attempts elsewhere or unfinished count not.
+        the workflow's own error, is a success. A run that never reached it counts not.
         """
-        try:
-            job = await self.ctx.store.jobs.get(job_id)
-        except Exception:
-            log.exception("reading the attempt outcome failed", extra={"job_id": job_id})
+        if not run.prompt_id or run.lost.is_set():
             return
-        mine = [a for a in (job.attempts if job else ()) if a.number == attempt]
-        if not mine or mine[0].backend != backend.url or mine[0].finished_at is None:
-            return
-        if (mine[0].error or {}).get("code") in BACKEND_FAULTS:
+        if run.failure_code in BACKEND_FAULTS:
             self.backends.backend_error(backend.url)
         else:
             self.backends.backend_ok(backend.url)

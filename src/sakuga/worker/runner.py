@@ -68,6 +68,8 @@ class JobRun:
         self.lease = lease
         self.backend = backend
         self.prompt_id = ""
+        # The error code of a failed attempt (read by the pool to feed the breaker).
+        self.failure_code: str | None = None
         self.running = job.status is not JobStatus.QUEUED
         self.cancel = asyncio.Event()
         self.lost = asyncio.Event()
@@ -178,6 +180,7 @@ class JobRun:
 
     async def _failed(self, exc: BackendError) -> None:
         """Retry a transient failure later (preferably elsewhere), or fail for good."""
+        self.failure_code = exc.code
         failures, strikes = await self.ctx.store.leases.failure_counts(self.lease)
         elapsed = (datetime.now(UTC) - self.job.created_at).total_seconds()
         decision = decide(
