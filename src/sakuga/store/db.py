@@ -36,6 +36,9 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            # Connections run in autocommit mode and ``begin()`` ends its own transaction,
+            # so the pool's rollback-on-return would be one more thread hop doing nothing.
+            kwargs["pool_reset_on_return"] = None
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
