@@ -18,6 +18,7 @@ from sakuga.domain.breaker import BreakerPolicy
 from sakuga.domain.templates import TemplateLimits
 from sakuga.metrics import Metrics
 from sakuga.notify import Notifier
+from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Store
 from sakuga.worker.backends import BackendPool
@@ -105,9 +106,18 @@ class Service:
             limits=TemplateLimits.from_settings(settings),
             metrics=metrics,
             signer=UrlSigner.from_settings(settings),
+            prompt_keys=PromptKeys(),
         )
         if settings.workers:
-            ctx = RunContext(settings, store, artifacts, notifier, new_worker_id(), metrics=metrics)
+            ctx = RunContext(
+                settings,
+                store,
+                artifacts,
+                notifier,
+                new_worker_id(),
+                metrics=metrics,
+                prompt_keys=self.services.prompt_keys,
+            )
             await self._stack.enter_async_context(
                 WebhookDeliverer(store, settings, notifier, ctx.worker_id, metrics=metrics)
             )

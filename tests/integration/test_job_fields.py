@@ -6,7 +6,11 @@ import socket
 import time
 from typing import Any
 
+from sqlalchemy import select
+
+from sakuga.store import tables as t
 from tests.fixtures.api import RunningApi, StartApi
+from tests.fixtures.engine import EngineFactory
 from tests.integration.jobs_support import finish, long_job, submit, wait_status
 from tests.integration.test_jobs_api import BLANK_WORKFLOW
 
@@ -89,3 +93,30 @@ async def test_openapi_describes_the_job_routes(api: RunningApi) -> None:
     for path in ("/api/v2/jobs", "/api/v2/jobs/{job_id}", "/api/v2/jobs/{job_id}/events"):
         assert path in spec["paths"]
     assert (await api.http.get("/docs")).status_code == 200
+
+
+async def test_partner_key_reaches_the_backend_and_is_never_stored(
+    make_engine: EngineFactory, start_api: StartApi
+) -> None:
+    async with make_engine(step_s=0.05) as engine:
+        api = await start_api(backends=[engine.url])
+        body = {**long_job(steps=60), "extra_data": {"api_key_comfy_org": "partner-secret"}}
+        job = await submit(api.http, body)
+        await wait_status(api.http, job["id"], "running")
+        running = engine.state.queue.running  # the engine strips it from /queue and /history
+        assert running is not None
+        assert running.sensitive == {"api_key_comfy_org": "partner-secret"}
+        await api.http.post(f"/api/v2/jobs/{job['id']}/cancel")
+        await finish(api.http, job["id"])
+        async with api.services.store.db.read() as conn:
+            rows = (await conn.execute(select(t.jobs))).mappings().all()
+        assert "partner-secret" not in repr([dict(r) for r in rows])
+        shown = (await api.http.get(f"/api/v2/jobs/{job['id']}")).text
+        assert "partner-secret" not in shown
+
+
+async def test_extra_data_is_a_closed_object(api: RunningApi) -> None:
+    body = {"workflow": BLANK_WORKFLOW, "extra_data": {"client_id": "mine"}}
+    response = await api.http.post("/api/v2/jobs", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["field"] == "extra_data.client_id"

@@ -13,6 +13,7 @@ from sakuga.artifacts import Artifacts
 from sakuga.domain.templates import TemplateLimits
 from sakuga.metrics import Metrics
 from sakuga.notify import Notifier
+from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Store
 from sakuga.worker.backends import BackendPool
@@ -28,6 +29,7 @@ class Services:
     limits: TemplateLimits
     metrics: Metrics
     signer: UrlSigner
+    prompt_keys: PromptKeys
 
 
 def services(request: Request) -> Services:

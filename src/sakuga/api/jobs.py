@@ -86,6 +86,8 @@ async def submit_job(
         created_at=datetime.now(UTC),
     )
     seq = await svc.store.writer.submit(new)
+    if body.extra_data is not None and body.extra_data.api_key_comfy_org:
+        svc.prompt_keys.put(new.id, body.extra_data.api_key_comfy_org)
     svc.notifier.publish(NEW_JOB)
     # The answer is built from what was just committed, without reading it back.
     view = await job_view(

@@ -12,6 +12,16 @@ JobStatusName = Literal[
 ]
 
 
+class ExtraData(BaseModel):
+    """Per-prompt data forwarded to the backend; a closed object (Comfy API v2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key_comfy_org: str | None = Field(
+        default=None, max_length=1024, description="Partner-node key; never stored or echoed."
+    )
+
+
 class SubmitBody(BaseModel):
     """Either an API-format ``workflow`` or a built-in ``template`` with ``params``."""
 
@@ -22,7 +32,7 @@ class SubmitBody(BaseModel):
     )
     template: str | None = Field(default=None, description="Built-in template name (sakuga).")
     params: dict[str, Any] | None = Field(default=None, description="Template parameters.")
-    extra_data: dict[str, Any] | None = Field(
+    extra_data: ExtraData | None = Field(
         default=None, description="Only `api_key_comfy_org`; forwarded, never stored."
     )
     metadata: dict[str, str] | None = Field(default=None, description="String labels.")

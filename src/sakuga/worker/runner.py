@@ -32,6 +32,7 @@ from sakuga.errors import (
 from sakuga.logs import log_context
 from sakuga.metrics import Metrics
 from sakuga.notify import NEW_JOB, Notifier, cancel_key, job_key
+from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Lease, Store
 from sakuga.worker.backends import Backend
@@ -57,6 +58,7 @@ class RunContext:
     notifier: Notifier
     worker_id: str
     metrics: Metrics | None = None
+    prompt_keys: PromptKeys | None = None
 
 
 class JobRun:
@@ -136,6 +138,7 @@ class JobRun:
 
     async def _run_on_backend(self) -> None:
         client = self.backend.client
+        keys = self.ctx.prompt_keys
         previous = self.job.attempts[-1] if self.job.attempts else None
         result: RunResult | None = None
         try:
@@ -158,6 +161,7 @@ class JobRun:
                     object_info=self.backend.object_info,
                     progress_floor=self._floor,
                     job_s=self._job_s,
+                    extra_data=keys.extra_data(self.job.id) if keys else None,
                 )
         except ExecutionInterrupted as exc:
             status = JobStatus.CANCELED if self.cancel.is_set() else JobStatus.FAILED
@@ -346,6 +350,8 @@ class JobRun:
         if not ok:
             self.lost.set()
             raise LeaseLost(self.job.id)
+        if self.ctx.prompt_keys is not None:
+            self.ctx.prompt_keys.forget(self.job.id)
         self._observe(status)
         self.ctx.notifier.publish(job_key(self.job.id))
 
