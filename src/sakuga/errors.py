@@ -38,6 +38,18 @@ class BadQuery(InvalidRequest):
     status = 400
 
 
+class MetadataInvalid(InvalidRequest):
+    """Job labels break the Comfy API v2 rules."""
+
+    code = "metadata_invalid"
+
+
+class InvalidMetadataFilter(BadQuery):
+    """A ``metadata[k]=v`` list filter is malformed."""
+
+    code = "invalid_metadata_filter"
+
+
 class WorkflowFormatUI(SakugaError):
     code = "workflow_format_ui"
     status = 422

@@ -120,3 +120,14 @@ async def test_extra_data_is_a_closed_object(api: RunningApi) -> None:
     response = await api.http.post("/api/v2/jobs", json=body)
     assert response.status_code == 422
     assert response.json()["error"]["details"]["field"] == "extra_data.client_id"
+
+
+async def test_bad_labels_and_filters_use_their_own_error_codes(api: RunningApi) -> None:
+    body = {"workflow": BLANK_WORKFLOW, "metadata": {"ok": "1", "bad key": "x"}}
+    response = await api.http.post("/api/v2/jobs", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "metadata_invalid"
+    assert response.json()["error"]["details"]["field"] == "metadata.bad key"
+    listed = await api.http.get("/api/v2/jobs", params={"metadata[bad key]": "x"})
+    assert listed.status_code == 400
+    assert listed.json()["error"]["code"] == "invalid_metadata_filter"

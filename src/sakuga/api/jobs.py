@@ -20,8 +20,17 @@ from sakuga.api.webhooks import submit_webhook_url
 from sakuga.domain.graph import is_ui_format
 from sakuga.domain.inputs import pin, references, staged_blobs, staged_digest, staged_name
 from sakuga.domain.jobs import Job, JobStatus, fingerprint
+from sakuga.domain.labels import filter_problem, label_problem
 from sakuga.domain.templates import bind, get_template
-from sakuga.errors import BadQuery, InvalidRequest, MissingAsset, NotFound, WorkflowFormatUI
+from sakuga.errors import (
+    BadQuery,
+    InvalidMetadataFilter,
+    InvalidRequest,
+    MetadataInvalid,
+    MissingAsset,
+    NotFound,
+    WorkflowFormatUI,
+)
 from sakuga.notify import NEW_JOB, cancel_key, job_key
 from sakuga.store import NewJob
 
@@ -63,6 +72,10 @@ async def submit_job(
     """Validate and durably queue a workflow or template job; 201 only once it is stored."""
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise BadQuery("Idempotency-Key", idempotency_key, "1 to 255 characters")
+    labels = body.metadata or {}
+    problem = label_problem(labels)
+    if problem is not None:
+        raise MetadataInvalid(*problem)
     workflow, template, params = _resolve_body(body, svc)
     webhook_url = await submit_webhook_url(request, svc, body.webhook_url)
     uploads = svc.backends.upload_inputs()
@@ -80,7 +93,7 @@ async def submit_job(
         eligible_backends=eligible,
         template=template,
         params=params,
-        metadata=body.metadata or {},
+        metadata={k: str(v) for k, v in labels.items()},
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
         created_at=datetime.now(UTC),
@@ -209,12 +222,12 @@ def _metadata_filters(request: Request) -> dict[str, str]:
     filters: dict[str, str] = {}
     for key, value in request.query_params.multi_items():
         if key.startswith("metadata[") and key.endswith("]"):
-            name = key[len("metadata[") : -1]
-            if not name:
-                raise BadQuery(key, value, "metadata[<label>]=<value>")
-            filters[name] = value
-    if len(filters) > 3:
-        raise BadQuery("metadata", filters, "at most 3 metadata filters")
+            filters[key[len("metadata[") : -1]] = value
+        elif key.startswith("metadata"):
+            raise InvalidMetadataFilter(key, value, "metadata[<name>]=<value>")
+    problem = filter_problem(filters)
+    if problem is not None:
+        raise InvalidMetadataFilter(*problem)
     return filters
 
 

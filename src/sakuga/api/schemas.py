@@ -35,7 +35,13 @@ class SubmitBody(BaseModel):
     extra_data: ExtraData | None = Field(
         default=None, description="Only `api_key_comfy_org`; forwarded, never stored."
     )
-    metadata: dict[str, str] | None = Field(default=None, description="String labels.")
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "String labels: at most 16, names of 1-40 characters from A-Z a-z 0-9 _ . -, "
+            "values of at most 256 UTF-8 bytes without control characters."
+        ),
+    )
     webhook_url: str | None = Field(
         default=None,
         max_length=2048,
