@@ -1,6 +1,6 @@
 """Schemathesis against sakuga's own OpenAPI: no generated request gets a 5xx.
 
-CI runs ``SAKUGA_FUZZ_EXAMPLES`` (default 200) examples per operation; a longer run is
+CI runs ``SAKUGA_FUZZ_EXAMPLES`` (default 300) examples per operation; a longer run is
 ``SAKUGA_FUZZ_EXAMPLES=2000 pytest tests/reliability/test_schemathesis.py``.
 """
 
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase
 
 from tests.fixtures.api import StartApi
 
-EXAMPLES = int(os.environ.get("SAKUGA_FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("SAKUGA_FUZZ_EXAMPLES", "300"))
 # Streams never end for a live job; fuzzing them only probes ids, which other tests cover.
 SKIP = {("GET", "/api/v2/jobs/{job_id}/events")}
 
