@@ -95,3 +95,14 @@ async def test_job_past_its_deadline_fails_and_frees_the_backend(
             entry = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
         kinds = [message[0] for message in entry["status"]["messages"]]
         assert "execution_interrupted" in kinds
+
+
+async def test_job_on_a_backend_silent_from_the_start_still_reports_running(
+    make_engine: EngineFactory, start_api: StartApi
+) -> None:
+    async with make_engine(step_s=0.01) as engine:
+        await set_faults(engine.url, silent=True)
+        api = await start_api(backends=[engine.url], silence_timeout_s=0.3, history_poll_s=0.1)
+        final = await finish(api.http, (await submit(api.http, long_job(steps=5)))["id"])
+        assert final["status"] == "succeeded", final["error"]
+        assert final["started_at"] is not None and len(final["outputs"]) == 1

@@ -334,6 +334,12 @@ class JobRun:
         *,
         attempt_error: dict[str, Any] | None = None,
     ) -> None:
+        if status is JobStatus.SUCCEEDED and not self.running:
+            # The backend ran it without telling us (silent socket): it did run.
+            self.running = True
+            if not await self.ctx.store.leases.mark_running(self.lease):
+                self.lost.set()
+                raise LeaseLost(self.job.id)
         progress = self.progress
         if status is JobStatus.SUCCEEDED and progress is not None:
             progress = {**progress, "value": 1.0, "nodes_done": progress.get("nodes_total", 0)}
