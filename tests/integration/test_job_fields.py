@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sakuga.store import tables as t
 from tests.fixtures.api import RunningApi, StartApi
@@ -131,3 +132,18 @@ async def test_bad_labels_and_filters_use_their_own_error_codes(api: RunningApi)
     listed = await api.http.get("/api/v2/jobs", params={"metadata[bad key]": "x"})
     assert listed.status_code == 400
     assert listed.json()["error"]["code"] == "invalid_metadata_filter"
+
+
+async def test_a_job_past_its_retention_is_gone(api: RunningApi) -> None:
+    job = await submit(api.http, {"workflow": BLANK_WORKFLOW})
+    await finish(api.http, job["id"])
+    async with api.services.store.db.begin() as conn:
+        await conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == job["id"])
+            .values(expires_at=t.jobs.c.created_at - timedelta(seconds=1))
+        )
+    assert (await api.http.get(f"/api/v2/jobs/{job['id']}")).status_code == 404
+    assert (await api.http.get(f"/api/v2/jobs/{job['id']}/workflow")).status_code == 404
+    listed = (await api.http.get("/api/v2/jobs")).json()["jobs"]
+    assert job["id"] not in [j["id"] for j in listed]

@@ -144,7 +144,8 @@ class JobStore:
     async def _get(self, conn: AsyncConnection, job_id: str, owner: str | None) -> Job | None:
         query = select(t.jobs).where(t.jobs.c.id == job_id)
         if owner is not None:
-            query = query.where(t.jobs.c.owner == owner)
+            # A caller's view: past its retention (``expires_at``) a job is gone (API-V2 §3).
+            query = query.where(t.jobs.c.owner == owner, t.jobs.c.expires_at > now())
         row = (await conn.execute(query)).mappings().first()
         if row is None:
             return None
@@ -180,7 +181,12 @@ class JobStore:
         status: JobStatus | None = None,
     ) -> list[Job]:
         """Newest first, ``limit`` jobs older than ``before_seq`` (the cursor)."""
-        query = select(t.jobs).order_by(t.jobs.c.seq.desc()).limit(limit)
+        query = (
+            select(t.jobs)
+            .where(t.jobs.c.expires_at > now())
+            .order_by(t.jobs.c.seq.desc())
+            .limit(limit)
+        )
         if owner is not None:
             query = query.where(t.jobs.c.owner == owner)
         if before_seq is not None:
