@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.engine import REPO, START_TIMEOUT_S, EngineProcess, _read_line, stop_process
+from tests.fixtures.engine import EngineProcess, start_cli, stop_process
 from tests.fixtures.servers import ServerProcess
 from tests.integration.jobs_support import TERMINAL, finish, long_job, submit
 
@@ -37,15 +36,8 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
     def start(*args: str) -> Worker:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sakuga.cli.main", "worker", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO,
-        )
+        process, _ = start_cli(["worker", *args], "sakuga worker ready")
         started.append(Worker(process))
-        line = _read_line(process, START_TIMEOUT_S)
-        assert line.startswith("sakuga worker ready"), line
         return started[-1]
 
     yield start
