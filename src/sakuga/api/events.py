@@ -61,7 +61,7 @@ async def _stream(svc: Services, job_id: str, who: str, base: str) -> AsyncItera
     try:
         while True:
             wake.clear()
-            job = await svc.store.jobs.get(job_id, who)
+            job = await svc.store.jobs.get(job_id, who, attempts=False)
             if job is None:
                 return
             position = await svc.store.jobs.queue_position(job)

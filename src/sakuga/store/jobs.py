@@ -136,12 +136,16 @@ class JobStore:
 
     # -- read ---------------------------------------------------------------------------
 
-    async def get(self, job_id: str, owner: str | None = None) -> Job | None:
-        """The job with its attempts, or None when unknown (or another owner's)."""
+    async def get(
+        self, job_id: str, owner: str | None = None, *, attempts: bool = True
+    ) -> Job | None:
+        """The job (with its attempts unless ``attempts`` is False), or None when unknown."""
         async with self.db.read() as conn:
-            return await self._get(conn, job_id, owner)
+            return await self._get(conn, job_id, owner, attempts=attempts)
 
-    async def _get(self, conn: AsyncConnection, job_id: str, owner: str | None) -> Job | None:
+    async def _get(
+        self, conn: AsyncConnection, job_id: str, owner: str | None, *, attempts: bool = True
+    ) -> Job | None:
         query = select(t.jobs).where(t.jobs.c.id == job_id)
         if owner is not None:
             # A caller's view: past its retention (``expires_at``) a job is gone (API-V2 §3).
@@ -149,6 +153,8 @@ class JobStore:
         row = (await conn.execute(query)).mappings().first()
         if row is None:
             return None
+        if not attempts:
+            return job_from_row(row)
         attempt_rows = (
             (
                 await conn.execute(
