@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
@@ -109,14 +110,21 @@ async def get_queue(request: Request) -> Response:
 async def post_queue(request: Request) -> Response:
     """``{"clear": true}`` and/or ``{"delete": [ids]}``: pending prompts only."""
     queue = engine_of(request).queue
+    return await _clear_or_delete(request, queue.clear, queue.delete)
+
+
+async def _clear_or_delete(
+    request: Request, clear: Callable[[], None], delete: Callable[[Iterable[str]], None]
+) -> Response:
+    """The body shape ``POST /queue`` and ``POST /history`` share; 500 text on bad JSON."""
     try:
         body = await json_body(request)
     except BadBody:
         return server_error()
     if body.get("clear"):
-        queue.clear()
+        clear()
     if isinstance(body.get("delete"), list):
-        queue.delete(str(prompt_id) for prompt_id in body["delete"])
+        delete(str(prompt_id) for prompt_id in body["delete"])
     return empty()
 
 
@@ -152,15 +160,7 @@ async def get_history_item(request: Request) -> Response:
 async def post_history(request: Request) -> Response:
     """``{"clear": true}`` and/or ``{"delete": [ids]}``; always 200, no websocket event."""
     queue = engine_of(request).queue
-    try:
-        body = await json_body(request)
-    except BadBody:
-        return server_error()
-    if body.get("clear"):
-        queue.clear_history()
-    if isinstance(body.get("delete"), list):
-        queue.delete_history(str(prompt_id) for prompt_id in body["delete"])
-    return empty()
+    return await _clear_or_delete(request, queue.clear_history, queue.delete_history)
 
 
 async def post_free(request: Request) -> Response:
