@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import aiosqlite.core
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -29,6 +28,7 @@ from sakuga.api import jobs as api_jobs
 from sakuga.comfy import tracking
 from sakuga.comfy.client import ComfyClient
 from sakuga.engine.executor import Executor
+from sakuga.store.db import AsyncRunner, ThreadRunner
 from sakuga.store.jobs import JobStore
 from sakuga.store.leases import LeaseStore
 from sakuga.store.writer import SubmitWriter
@@ -43,11 +43,9 @@ AsyncFn = Callable[..., Awaitable[Any]]
 SPANS: tuple[tuple[Any, str, str], ...] = (
     (BackendPool, "eligible", "api: validate against /object_info"),
     (SubmitWriter, "submit", "api: group-commit insert (await)"),
-    (api_jobs, "_view", "api: job view (get+outputs+position+eta)"),
+    (api_jobs, "_view", "api: job view (one read)"),
     (JobStore, "get", "store: jobs.get"),
-    (JobStore, "queue_position", "store: jobs.queue_position"),
-    (JobStore, "eta_inputs", "store: jobs.eta_inputs"),
-    (JobStore, "outputs", "store: jobs.outputs"),
+    (JobStore, "detail", "store: jobs.detail (job+outputs+position[+eta], SSE and GET)"),
     (LeaseStore, "claim", "worker: claim (incl. empty claims)"),
     (LeaseStore, "start_attempt", "worker: record attempt"),
     (ComfyClient, "open_socket", "comfy: open /ws"),
@@ -65,8 +63,9 @@ SPANS: tuple[tuple[Any, str, str], ...] = (
     (LeaseStore, "finish", "worker: finish"),
     (telemetry, "sample", "worker: /system_stats sample (x2)"),
     (LeaseStore, "set_telemetry", "worker: store telemetry (after finish)"),
-    # Every SQLite call crosses to aiosqlite's thread and back (PostgreSQL: none traced).
-    (aiosqlite.core.Connection, "_execute", "driver: aiosqlite thread round trip"),
+    # Every unit of work: one hop to a database thread (SQLite) or one run_sync (PostgreSQL).
+    (ThreadRunner, "run", "store: unit of work, SQLite (one thread hop)"),
+    (AsyncRunner, "run", "store: unit of work, PostgreSQL"),
 )
 SQL_LABEL = "sql: statements sent (all engines)"
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 
 from sakuga.store import tables as t
 from tests.fixtures.api import RunningApi, StartApi
@@ -109,8 +110,9 @@ async def test_partner_key_reaches_the_backend_and_is_never_stored(
         assert running.sensitive == {"api_key_comfy_org": "partner-secret"}
         await api.http.post(f"/api/v2/jobs/{job['id']}/cancel")
         await finish(api.http, job["id"])
-        async with api.services.store.db.read() as conn:
-            rows = (await conn.execute(select(t.jobs))).mappings().all()
+        rows = await api.services.store.db.read(
+            lambda conn: conn.execute(select(t.jobs)).mappings().all()
+        )
         assert "partner-secret" not in repr([dict(r) for r in rows])
         shown = (await api.http.get(f"/api/v2/jobs/{job['id']}")).text
         assert "partner-secret" not in shown
@@ -137,12 +139,15 @@ async def test_bad_labels_and_filters_use_their_own_error_codes(api: RunningApi)
 async def test_a_job_past_its_retention_is_gone(api: RunningApi) -> None:
     job = await submit(api.http, {"workflow": BLANK_WORKFLOW})
     await finish(api.http, job["id"])
-    async with api.services.store.db.begin() as conn:
-        await conn.execute(
+
+    def expire(conn: Connection) -> None:
+        conn.execute(
             update(t.jobs)
             .where(t.jobs.c.id == job["id"])
             .values(expires_at=t.jobs.c.created_at - timedelta(seconds=1))
         )
+
+    await api.services.store.db.write(expire)
     assert (await api.http.get(f"/api/v2/jobs/{job['id']}")).status_code == 404
     assert (await api.http.get(f"/api/v2/jobs/{job['id']}/workflow")).status_code == 404
     listed = (await api.http.get("/api/v2/jobs")).json()["jobs"]

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 from comfy_sdk import AsyncComfy
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from sakuga.api.limits import RateLimits
+from sakuga.store.db import ThreadRunner, sqlite_engine
 from tests.fixtures.api import RunningApi, StartApi
 from tests.integration.test_assets_api import png
 from tests.integration.test_auth import error_code, new_key
@@ -181,9 +181,9 @@ async def test_a_store_outage_is_503_with_retry_after(start_api: StartApi, tmp_p
     created = await submit(api, {})
     assert created.status_code == 201
     db = api.services.store.db
-    original = db.engine
-    broken = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.db'}")
-    db.engine = broken
+    original = db.runner
+    broken = ThreadRunner(sqlite_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}"))
+    db.runner = broken
     try:
         for method, path in [
             ("GET", f"/api/v2/jobs/{created.json()['id']}"),
@@ -195,7 +195,7 @@ async def test_a_store_outage_is_503_with_retry_after(start_api: StartApi, tmp_p
             assert error_code(response) == "store_unavailable"
             assert response.headers["Retry-After"] == "1"
     finally:
-        db.engine = original
+        db.runner = original
         await broken.dispose()
     assert (await api.http.get(f"/api/v2/jobs/{created.json()['id']}")).status_code == 200
 
@@ -205,14 +205,14 @@ async def test_store_pool_exhaustion_is_503(start_api: StartApi) -> None:
 
     api = await start_api(workers=False)
     jobs = api.services.store.jobs
-    original = jobs.get
+    original = jobs.detail
 
     async def exhausted(*_args: Any, **_kwargs: Any) -> None:
         raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
 
-    jobs.get = exhausted  # type: ignore[method-assign]
+    jobs.detail = exhausted  # type: ignore[method-assign]
     try:
         response = await api.http.get("/api/v2/jobs/any")
     finally:
-        jobs.get = original  # type: ignore[method-assign]
+        jobs.detail = original  # type: ignore[method-assign]
     assert response.status_code == 503 and error_code(response) == "store_unavailable"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from sakuga.store import tables as t
 from tests.fixtures.api import RunningApi
@@ -13,8 +14,10 @@ from tests.integration.test_jobs_api import BLANK_WORKFLOW
 
 
 async def job_rows(api: RunningApi) -> int:
-    async with api.services.store.db.read() as conn:
-        return int(await conn.scalar(select(func.count()).select_from(t.jobs)) or 0)
+    def work(conn: Connection) -> int:
+        return int(conn.scalar(select(func.count()).select_from(t.jobs)) or 0)
+
+    return await api.services.store.db.read(work)
 
 
 def txt2img(**params: Any) -> dict[str, Any]:

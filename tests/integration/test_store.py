@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.engine import Connection
 
 from sakuga.domain.jobs import JobStatus
 from sakuga.errors import IdempotencyKeyReuse
 from sakuga.store import NewJob, Store
 from sakuga.store import tables as t
+from sakuga.store.jobs import Placement
 
 WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 
@@ -58,7 +60,8 @@ async def test_idempotency_key_is_single_use(db_url: str) -> None:
         )
         assert isinstance(results[0], IdempotencyKeyReuse)
         assert results[0].details == {"job_id": first.id}
-        assert isinstance(results[1], int)  # the new job's queue sequence number
+        assert isinstance(results[1], Placement)  # where the new job stands in the queue
+        assert results[1].queue_position == 2
 
 
 async def test_claim_is_exclusive_and_lease_guards_writes(db_url: str) -> None:
@@ -101,7 +104,7 @@ async def test_cancel_queued_job_never_claimed(db_url: str) -> None:
         job = new_job()
         await store.writer.submit(job)
         canceled = await store.jobs.request_cancel(job.id, "local")
-        assert canceled is not None and canceled.status is JobStatus.CANCELED
+        assert canceled is not None and canceled.job.status is JobStatus.CANCELED
         assert await store.leases.claim("w1", "http://b", lease_s=30) is None
 
 
@@ -116,12 +119,15 @@ async def test_idempotency_key_is_free_again_after_24_hours(db_url: str) -> None
     async with Store(db_url) as store:
         old = new_job(idempotency_key="daily")
         await store.writer.submit(old)
-        async with store.db.begin() as conn:
-            await conn.execute(
+
+        def age(conn: Connection) -> None:
+            conn.execute(
                 update(t.jobs)
                 .where(t.jobs.c.id == old.id)
                 .values(created_at=t.jobs.c.created_at - timedelta(hours=25))
             )
+
+        await store.db.write(age)
         fresh = new_job(idempotency_key="daily")
         await store.writer.submit(fresh)
         assert (await store.jobs.get(fresh.id)) is not None

@@ -355,8 +355,8 @@ async def test_submit_refuses_webhook_urls_that_reach_private_addresses(
         assert error["details"]["field"] == "webhook_url", url
         assert error["details"]["value"] == url
         assert "SAKUGA_WEBHOOK_ALLOW" in error["details"]["accepted"]
-    async with api.services.store.db.read() as conn:
-        assert await conn.scalar(select(func.count()).select_from(t.jobs)) == 0
+    count = select(func.count()).select_from(t.jobs)
+    assert await api.services.store.db.read(lambda conn: conn.scalar(count)) == 0
 
 
 async def test_allow_list_admits_a_private_webhook(start_api: StartApi) -> None:
@@ -444,7 +444,7 @@ async def test_outbox_row_commits_with_each_state_change(db_url: str) -> None:
 async def test_outbox_failure_rolls_back_the_state_change(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_args: Any) -> str:
+    def broken(*_args: Any) -> str:
         raise RuntimeError("outbox write failed")
 
     async with Store(sqlite_url) as store:

@@ -17,6 +17,7 @@ from sakuga.api.views import output_view
 from sakuga.domain.jobs import Job
 from sakuga.errors import NotFound
 from sakuga.notify import job_key
+from sakuga.store.jobs import JobDetail
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
 
@@ -38,10 +39,10 @@ async def job_events(
     who: Annotated[str, Depends(owner)],
 ) -> EventSourceResponse:
     """Server-sent events: ``status``, ``progress``, ``output``; ends after the terminal status."""
-    job = await svc.store.jobs.get(job_id, who)
-    if job is None:
+    first = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
+    if first is None:
         raise NotFound(f"job {job_id!r} not found")
-    stream = _stream(svc, job_id, who, base_url(request))
+    stream = _stream(svc, first, who, base_url(request))
     return EventSourceResponse(
         stream,
         ping=KEEPALIVE_S,
@@ -53,42 +54,47 @@ def _frame(name: str, data: dict[str, Any]) -> dict[str, str]:
     return {"event": name, "data": json.dumps(data, separators=(",", ":"))}
 
 
-async def _stream(svc: Services, job_id: str, who: str, base: str) -> AsyncIterator[dict[str, str]]:
+async def _stream(
+    svc: Services, first: JobDetail, who: str, base: str
+) -> AsyncIterator[dict[str, str]]:
+    job_id = first.job.id
     wake = svc.notifier.subscribe(job_key(job_id))
+    detail: JobDetail | None = first
+    # The first read came before the subscription: read once more without waiting, or a
+    # change in between would wait for the backstop.
+    subscribed_late = True
     last_status: tuple[str, int | None] | None = None
     last_progress: dict[str, Any] | None = None
     sent: set[str] = set()
     try:
         while True:
-            wake.clear()
-            job = await svc.store.jobs.get(job_id, who, attempts=False)
-            if job is None:
+            if detail is None:
                 return
-            position = await svc.store.jobs.queue_position(job)
-            status = (job.status.value, position)
+            job = detail.job
+            status = (job.status.value, detail.queue_position)
             if not job.terminal and status != last_status:
                 last_status = status
-                yield _frame("status", {"status": status[0], "queue_position": position})
+                yield _frame("status", {"status": status[0], "queue_position": status[1]})
             if job.progress is not None and job.progress != last_progress:
                 last_progress = job.progress
                 yield _frame("progress", job.progress)
-            async for frame in _new_outputs(svc, job, base, sent):
-                yield frame
+            for row in detail.outputs:
+                if row["id"] not in sent:
+                    sent.add(row["id"])
+                    yield _frame("output", _output(base, row, job, svc))
             if job.terminal:
                 yield _frame("status", {"status": job.status.value, "queue_position": None})
                 return
-            await svc.notifier.wait_event(wake, BACKSTOP_S)
+            if not subscribed_late:
+                await svc.notifier.wait_event(wake, BACKSTOP_S)
+            subscribed_late = False
+            wake.clear()
+            # One read per wake: the job, its outputs and queue position together.
+            detail = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
     finally:
         svc.notifier.unsubscribe(job_key(job_id), wake)
 
 
-async def _new_outputs(
-    svc: Services, job: Job, base: str, sent: set[str]
-) -> AsyncIterator[dict[str, str]]:
-    for row in await svc.store.jobs.outputs(job.id):
-        if row["id"] in sent:
-            continue
-        sent.add(row["id"])
-        view = output_view(base, row, job, svc.signer)
-        output = OutputOut.model_validate(view).model_dump(mode="json")
-        yield _frame("output", output)
+def _output(base: str, row: dict[str, Any], job: Job, svc: Services) -> dict[str, Any]:
+    view = output_view(base, row, job, svc.signer)
+    return OutputOut.model_validate(view).model_dump(mode="json")

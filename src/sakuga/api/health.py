@@ -26,8 +26,7 @@ async def healthz() -> dict[str, str]:
 
 async def _store_ok(svc: Services) -> bool:
     try:
-        async with svc.store.db.read() as conn:
-            await conn.execute(text("SELECT 1"))
+        await svc.store.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar())
         return True
     except (OSError, RuntimeError, Exception):  # any driver failure means "not ready"
         return False

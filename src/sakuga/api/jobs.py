@@ -33,6 +33,7 @@ from sakuga.errors import (
 )
 from sakuga.notify import NEW_JOB, cancel_key, job_key
 from sakuga.store import NewJob
+from sakuga.store.jobs import JobDetail
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
 
@@ -47,12 +48,10 @@ def _busy_slots(svc: Services) -> int:
 
 
 async def _view(request: Request, svc: Services, job_id: str, who: str) -> dict[str, Any]:
-    job = await svc.store.jobs.get(job_id, who)
-    if job is None:
+    detail = await svc.store.jobs.detail(job_id, who)
+    if detail is None:
         raise NotFound(f"job {job_id!r} not found")
-    return await job_view(
-        svc.store, job, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer
-    )
+    return job_view(detail, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer)
 
 
 @router.post(
@@ -98,19 +97,19 @@ async def submit_job(
         webhook_url=webhook_url,
         created_at=datetime.now(UTC),
     )
-    seq = await svc.store.writer.submit(new)
+    placed = await svc.store.writer.submit(new)
     if body.extra_data is not None and body.extra_data.api_key_comfy_org:
         svc.prompt_keys.put(new.id, body.extra_data.api_key_comfy_org)
     svc.notifier.publish(NEW_JOB)
     # The answer is built from what was just committed, without reading it back.
-    view = await job_view(
-        svc.store,
-        _queued(new, seq, svc.store.jobs.retention),
-        base_url(request),
-        busy_slots=_busy_slots(svc),
-        signer=svc.signer,
+    detail = JobDetail(
+        _queued(new, placed.seq, svc.store.jobs.retention),
         outputs=[],
+        queue_position=placed.queue_position,
+        median_run_s=placed.median_run_s,
+        ahead=placed.ahead,
     )
+    view = job_view(detail, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer)
     return JSONResponse(JobOut.model_validate(view).model_dump(mode="json"), status_code=201)
 
 
@@ -294,11 +293,9 @@ async def cancel_job(
     who: Annotated[str, Depends(owner)],
 ) -> dict[str, Any]:
     """Queued: canceled at once, never runs. Running: canceling, then canceled."""
-    job = await svc.store.jobs.request_cancel(job_id, who)
-    if job is None:
+    detail = await svc.store.jobs.request_cancel(job_id, who)
+    if detail is None:
         raise NotFound(f"job {job_id!r} not found")
     svc.notifier.publish(job_key(job_id))
     svc.notifier.publish(cancel_key(job_id))
-    return await job_view(
-        svc.store, job, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer
-    )
+    return job_view(detail, base_url(request), busy_slots=_busy_slots(svc), signer=svc.signer)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sakuga.api.signing import UrlSigner
 from sakuga.domain.jobs import Job, JobStatus
-from sakuga.store import Store
+from sakuga.store.jobs import JobDetail
 
 # How long an unsigned content link (the content route itself, which needs a key) is
 # promised to work; comfy-sdk's Asset model still requires a time. The API passes a signer,
@@ -87,28 +87,20 @@ def _metrics(job: Job) -> dict[str, int | None]:
     return {"queue_ms": queue_ms, "execution_ms": execution_ms}
 
 
-async def job_view(
-    store: Store,
-    job: Job,
+def job_view(
+    detail: JobDetail,
     base: str,
     *,
     busy_slots: int,
     signer: UrlSigner | None = None,
-    outputs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The full Job object: status, progress, outputs, links and sakuga's extra fields.
-
-    ``outputs`` are the job's output rows when the caller already knows them (a new job).
-    """
-    if outputs is None:
-        outputs = await store.jobs.outputs(job.id)
-    position = await store.jobs.queue_position(job)
+    """The full Job object: status, progress, outputs, links and sakuga's extra fields."""
+    job = detail.job
     eta_s: float | None = None
-    if not job.terminal:
-        median, ahead = await store.jobs.eta_inputs(job)
-        if median is not None:
-            done = float((job.progress or {}).get("value") or 0.0)
-            eta_s = round(median * (1 - done) + median * ahead / max(1, busy_slots), 3)
+    if not job.terminal and detail.median_run_s is not None:
+        median = detail.median_run_s
+        done = float((job.progress or {}).get("value") or 0.0)
+        eta_s = round(median * (1 - done) + median * detail.ahead / max(1, busy_slots), 3)
     progress = job.progress
     if progress is None and job.status is JobStatus.SUCCEEDED:
         progress = {"value": 1.0, "nodes_done": 0, "nodes_total": 0}
@@ -119,9 +111,9 @@ async def job_view(
         "started_at": job.started_at,
         "completed_at": job.completed_at,
         "expires_at": job.expires_at,
-        "queue_position": position,
+        "queue_position": detail.queue_position,
         "progress": progress,
-        "outputs": [output_view(base, row, job, signer) for row in outputs],
+        "outputs": [output_view(base, row, job, signer) for row in detail.outputs],
         "error": job.error,
         "urls": job_urls(base, job.id),
         "metrics": _metrics(job),

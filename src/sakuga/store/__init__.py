@@ -44,4 +44,4 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         await self.writer.stop()
-        await self.db.engine.dispose()
+        await self.db.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection, RowMapping
 
 from sakuga.store import tables as t
 from sakuga.store.db import Database, aware
@@ -23,15 +24,21 @@ class AssetStore:
         self.db = db
 
     async def insert(self, asset: dict[str, Any]) -> None:
-        async with self.db.begin() as conn:
-            await conn.execute(t.assets.insert().values(**asset))
+
+        def work(conn: Connection) -> None:
+            conn.execute(t.assets.insert().values(**asset))
+
+        await self.db.write(work)
 
     async def get(self, asset_id: str, owner: str | None) -> dict[str, Any] | None:
         query = select(t.assets).where(t.assets.c.id == asset_id)
         if owner is not None:
             query = query.where(t.assets.c.owner == owner)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).mappings().first()
+
+        def work(conn: Connection) -> RowMapping | None:
+            return conn.execute(query).mappings().first()
+
+        row = await self.db.read(work)
         return None if row is None else _record(row)
 
     async def by_hash(self, digest: str, owner: str | None) -> dict[str, Any] | None:
@@ -40,8 +47,11 @@ class AssetStore:
         if owner is not None:
             query = query.where(t.assets.c.owner == owner)
         query = query.order_by(t.assets.c.created_at.desc()).limit(1)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).mappings().first()
+
+        def work(conn: Connection) -> RowMapping | None:
+            return conn.execute(query).mappings().first()
+
+        row = await self.db.read(work)
         return None if row is None else _record(row)
 
     async def by_file_path(self, file_path: str, owner: str | None) -> dict[str, Any] | None:
@@ -52,14 +62,19 @@ class AssetStore:
         if owner is not None:
             query = query.where(t.assets.c.owner == owner)
         query = query.order_by(t.assets.c.created_at.desc()).limit(1)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).mappings().first()
+
+        def work(conn: Connection) -> RowMapping | None:
+            return conn.execute(query).mappings().first()
+
+        row = await self.db.read(work)
         return None if row is None else _record(row)
 
     async def delete(self, asset_id: str, owner: str | None) -> bool:
         query = delete(t.assets).where(t.assets.c.id == asset_id)
         if owner is not None:
             query = query.where(t.assets.c.owner == owner)
-        async with self.db.begin() as conn:
-            result = await conn.execute(query)
-        return bool(result.rowcount)
+
+        def work(conn: Connection) -> bool:
+            return bool(conn.execute(query).rowcount)
+
+        return await self.db.write(work)

@@ -7,12 +7,14 @@ Also the one query that widens queued jobs' ``eligible_backends`` when a backend
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
 
 from sakuga.domain.jobs import JobStatus
 from sakuga.store import tables as t
@@ -56,8 +58,11 @@ class BackendStore:
         ]
         if catalogues:
             columns.append(t.backends.c.object_info)
-        async with self.db.read() as conn:
-            found = (await conn.execute(select(*columns))).mappings().all()
+
+        def work(conn: Connection) -> Sequence[RowMapping]:
+            return conn.execute(select(*columns)).mappings().all()
+
+        found = await self.db.read(work)
         return [
             BackendRow(
                 url=row["url"],
@@ -72,10 +77,11 @@ class BackendStore:
         ]
 
     async def catalogue(self, url: str) -> dict[str, Any] | None:
-        async with self.db.read() as conn:
-            info = await conn.scalar(
-                select(t.backends.c.object_info).where(t.backends.c.url == url)
-            )
+
+        def work(conn: Connection) -> dict[str, Any] | None:
+            return conn.scalar(select(t.backends.c.object_info).where(t.backends.c.url == url))
+
+        info = await self.db.read(work)
         return info or None
 
     async def save_catalogue(self, url: str, object_info: dict[str, Any], at: datetime) -> None:
@@ -99,8 +105,11 @@ class BackendStore:
         await self._upsert(url, {"draining": draining})
 
     async def delete(self, url: str) -> None:
-        async with self.db.begin() as conn:
-            await conn.execute(t.backends.delete().where(t.backends.c.url == url))
+
+        def work(conn: Connection) -> None:
+            conn.execute(t.backends.delete().where(t.backends.c.url == url))
+
+        await self.db.write(work)
 
     async def _upsert(self, url: str, values: dict[str, Any]) -> None:
         # A new row needs the NOT NULL columns; ``{}`` marks "no catalogue cached yet".
@@ -111,17 +120,21 @@ class BackendStore:
             .values(**row)
             .on_conflict_do_update(index_elements=[t.backends.c.url], set_=values)
         )
-        async with self.db.begin() as conn:
-            await conn.execute(statement)
+
+        def work(conn: Connection) -> None:
+            conn.execute(statement)
+
+        await self.db.write(work)
 
     # -- queued jobs a newly arrived backend could take ---------------------------------
 
     async def queued_elsewhere(self, url: str, *, after_seq: int, limit: int) -> list[QueuedJob]:
         """Queued jobs (oldest first, past ``after_seq``) whose eligible set lacks ``url``."""
         listed = cast(t.jobs.c.eligible_backends, String)
-        async with self.db.read() as conn:
-            found = (
-                await conn.execute(
+
+        def work(conn: Connection) -> Sequence[RowMapping]:
+            return (
+                conn.execute(
                     select(
                         t.jobs.c.seq,
                         t.jobs.c.id,
@@ -137,18 +150,22 @@ class BackendStore:
                     .order_by(t.jobs.c.seq)
                     .limit(limit)
                 )
-            ).mappings()
-            return [
-                QueuedJob(r["seq"], r["id"], r["workflow"], tuple(r["eligible_backends"] or ()))
-                for r in found
-            ]
+                .mappings()
+                .all()
+            )
+
+        return [
+            QueuedJob(r["seq"], r["id"], r["workflow"], tuple(r["eligible_backends"] or ()))
+            for r in await self.db.read(work)
+        ]
 
     async def add_eligible(self, jobs: list[QueuedJob], url: str) -> int:
         """Append ``url`` to each job's eligible set, unless it changed meanwhile."""
-        added = 0
-        async with self.db.begin() as conn:
+
+        def work(conn: Connection) -> int:
+            added = 0
             for job in jobs:
-                result = await conn.execute(
+                result = conn.execute(
                     update(t.jobs)
                     .where(
                         t.jobs.c.id == job.id,
@@ -160,4 +177,6 @@ class BackendStore:
                     .values(eligible_backends=[*job.eligible, url])
                 )
                 added += result.rowcount
-        return added
+            return added
+
+        return await self.db.write(work)

@@ -1,20 +1,33 @@
-"""The database connection: engine from the URL, SQLite pragmas, the database clock."""
+"""The database connection: engine from the URL, units of work, SQLite pragmas, the DB clock.
+
+Every store method is one unit of work: a plain function of a synchronous ``Connection``
+run by ``Database.read`` or ``Database.write`` in one transaction. On SQLite the whole
+function runs in one hop to a database thread (pysqlite), instead of one hop per
+statement through aiosqlite; on PostgreSQL it runs on asyncpg through SQLAlchemy's
+``run_sync``, so no thread is involved.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event, literal_column
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import create_engine, event, literal_column
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# SQLite serialises writers anyway; a few threads let reads overlap a write (WAL).
+SQLITE_THREADS = 4
+
+T = TypeVar("T")
+Work = Callable[[Connection], T]
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -24,29 +37,86 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+class Runner(Protocol):
+    """Runs one unit of work in one transaction on some engine."""
+
+    async def run(self, work: Work[T], *, write: bool) -> T: ...
+
+    async def dispose(self) -> None: ...
+
+
+class ThreadRunner:
+    """SQLite: the whole unit of work in one call to a small pool of database threads."""
+
+    def __init__(self, engine: Engine, threads: int = SQLITE_THREADS) -> None:
+        self.engine = engine
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sakuga-db")
+
+    async def run(self, work: Work[T], *, write: bool) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, work, write)
+
+    def _run(self, work: Work[T], write: bool) -> T:
+        with self.engine.connect() as conn:
+            # IMMEDIATE takes the write lock up front so writers queue (busy timeout)
+            # instead of failing on upgrade; a read gets one snapshot for all its queries.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return result
+
+    async def dispose(self) -> None:
+        # Work already handed to a thread ends within the busy timeout; wait for it.
+        await asyncio.to_thread(self._executor.shutdown, True)
+        self.engine.dispose()
+
+
+class AsyncRunner:
+    """PostgreSQL: the unit of work on asyncpg via ``run_sync`` (no thread hops)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def run(self, work: Work[T], *, write: bool) -> T:
+        async with self.engine.connect() as conn:
+            await conn.begin()
+            try:
+                result = await conn.run_sync(work)
+            except BaseException:
+                await conn.rollback()
+                raise
+            await conn.commit()
+            return result
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
 class Database:
-    """Owns the async engine for one URL; ``async with Database(url) as db``."""
+    """Owns the engine for one URL; ``async with Database(url) as db``."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {}
+        self.runner: Runner
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-            # Connections run in autocommit mode and ``begin()`` ends its own transaction,
-            # so the pool's rollback-on-return would be one more thread hop doing nothing.
-            kwargs["pool_reset_on_return"] = None
+            self.runner = ThreadRunner(sqlite_engine(url))
         else:
-            kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = pool_size
-            kwargs["pool_pre_ping"] = True
-            kwargs["connect_args"] = {"timeout": 10, "command_timeout": 30}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            engine = create_async_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args={"timeout": 10, "command_timeout": 30},
+            )
+            self.runner = AsyncRunner(engine)
 
     async def __aenter__(self) -> Database:
         return self
@@ -57,35 +127,40 @@ class Database:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.engine.dispose()
+        await self.dispose()
 
-    @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; SQLite takes the write lock up front so writers queue, not fail."""
-        async with self.engine.connect() as conn:
-            if self.is_sqlite:
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                await conn.begin()
-            try:
-                yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            else:
-                await conn.commit()
+    async def dispose(self) -> None:
+        """Close every connection (and, on SQLite, the database threads)."""
+        await self.runner.dispose()
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only unit of work."""
-        async with self.engine.connect() as conn:
-            yield conn
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work(conn)`` as one read-only transaction."""
+        return await self.runner.run(work, write=False)
+
+    async def write(self, work: Work[T]) -> T:
+        """Run ``work(conn)`` as one transaction; it commits unless ``work`` raises."""
+        return await self.runner.run(work, write=True)
 
     def now_epoch(self) -> ColumnElement[float]:
         """The database clock as epoch seconds, for leases."""
         if self.is_sqlite:
             return literal_column("((julianday('now') - 2440587.5) * 86400.0)")
         return literal_column("extract(epoch from clock_timestamp())::float8")
+
+
+def sqlite_engine(url: str) -> Engine:
+    """A synchronous pysqlite engine for a ``sqlite[+driver]:///path`` URL."""
+    parsed = make_url(url).set(drivername="sqlite")
+    engine = create_engine(
+        parsed,
+        pool_size=SQLITE_THREADS,
+        max_overflow=SQLITE_THREADS,
+        # Each unit of work ends its own transaction, so rollback-on-return does nothing.
+        pool_reset_on_return=None,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus, cancel_target
 from sakuga.errors import IdempotencyKeyReuse
@@ -40,6 +40,16 @@ class NewJob:
     webhook_url: str | None = None
     # Set by the API so its 201 answer shows the stored time; else the insert's time.
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a just-inserted job stands: its ``seq``, queue position and ETA inputs."""
+
+    seq: int
+    queue_position: int
+    median_run_s: float | None
+    ahead: int
 
 
 def now() -> datetime:
@@ -76,30 +86,38 @@ class JobStore:
             "cancel_requested": False,
         }
 
-    async def insert_many(self, batch: list[NewJob]) -> list[BaseException | int]:
-        """Insert jobs in one transaction when possible; returns each job's ``seq`` or error.
+    async def insert_many(self, batch: list[NewJob]) -> list[BaseException | Placement]:
+        """Insert jobs in one transaction when possible; returns each job's placement or error.
 
         A conflicting idempotency key in a batch falls back to one transaction per job, so
         one client's reuse never fails another client's submission.
         """
         at = now()
-        insert = t.jobs.insert().returning(t.jobs.c.seq, sort_by_parameter_order=True)
         try:
-            async with self.db.begin() as conn:
-                result = await conn.execute(insert, [self._row(new, at) for new in batch])
-                return [int(seq) for seq in result.scalars().all()]
+            return list(await self.db.write(lambda conn: self._insert(conn, batch, at)))
         except IntegrityError:
             pass
         return [await self._insert_one(new, at) for new in batch]
 
-    async def _insert_one(self, new: NewJob, at: datetime) -> BaseException | int:
+    def _insert(self, conn: Connection, batch: list[NewJob], at: datetime) -> list[Placement]:
+        # The 201 answer needs the queue position and ETA: a few queries per batch, not
+        # per job, since a batch's jobs are queued one after another.
+        insert = t.jobs.insert().returning(t.jobs.c.seq, sort_by_parameter_order=True)
+        rows = [self._row(new, at) for new in batch]
+        seqs: list[int] = list(map(int, conn.execute(insert, rows).scalars().all()))
+        queued = _position(conn, seqs[0]) - 1
+        active = _active_before(conn, seqs[0])
+        medians = {fp: _median_run_s(conn, fp) for fp in {new.fingerprint for new in batch}}
+        return [
+            Placement(seq, queued + i + 1, medians[new.fingerprint], active + i)
+            for i, (seq, new) in enumerate(zip(seqs, batch, strict=True))
+        ]
+
+    async def _insert_one(self, new: NewJob, at: datetime) -> BaseException | Placement:
         for _ in range(2):
             try:
-                async with self.db.begin() as conn:
-                    seq = await conn.scalar(
-                        t.jobs.insert().values(**self._row(new, at)).returning(t.jobs.c.seq)
-                    )
-                return int(seq or 0)
+                placed = await self.db.write(lambda conn: self._insert(conn, [new], at))
+                return placed[0]
             except IntegrityError:
                 if not await self._expire_key(new, at):
                     return await self._reuse_error(new)
@@ -109,25 +127,22 @@ class JobStore:
         """Free a key whose job is older than the 24 h keys are kept (API-V2 §6)."""
         if new.idempotency_key is None:
             return False
-        async with self.db.begin() as conn:
-            result = await conn.execute(
-                update(t.jobs)
-                .where(
-                    t.jobs.c.owner == new.owner,
-                    t.jobs.c.idempotency_key == new.idempotency_key,
-                    t.jobs.c.created_at < at - IDEMPOTENCY_TTL,
-                )
-                .values(idempotency_key=None)
+        expire = (
+            update(t.jobs)
+            .where(
+                t.jobs.c.owner == new.owner,
+                t.jobs.c.idempotency_key == new.idempotency_key,
+                t.jobs.c.created_at < at - IDEMPOTENCY_TTL,
             )
-        return bool(result.rowcount)
+            .values(idempotency_key=None)
+        )
+        return await self.db.write(lambda conn: bool(conn.execute(expire).rowcount))
 
     async def _reuse_error(self, new: NewJob) -> BaseException:
-        async with self.db.read() as conn:
-            job_id = await conn.scalar(
-                select(t.jobs.c.id).where(
-                    t.jobs.c.owner == new.owner, t.jobs.c.idempotency_key == new.idempotency_key
-                )
-            )
+        query = select(t.jobs.c.id).where(
+            t.jobs.c.owner == new.owner, t.jobs.c.idempotency_key == new.idempotency_key
+        )
+        job_id = await self.db.read(lambda conn: conn.scalar(query))
         return IdempotencyKeyReuse(
             f"Idempotency-Key {new.idempotency_key!r} was already used; "
             "send a new key for a new job",
@@ -140,41 +155,22 @@ class JobStore:
         self, job_id: str, owner: str | None = None, *, attempts: bool = True
     ) -> Job | None:
         """The job (with its attempts unless ``attempts`` is False), or None when unknown."""
-        async with self.db.read() as conn:
-            return await self._get(conn, job_id, owner, attempts=attempts)
+        return await self.db.read(lambda conn: read_job(conn, job_id, owner, attempts=attempts))
 
-    async def _get(
-        self, conn: AsyncConnection, job_id: str, owner: str | None, *, attempts: bool = True
-    ) -> Job | None:
-        query = select(t.jobs).where(t.jobs.c.id == job_id)
-        if owner is not None:
-            # A caller's view: past its retention (``expires_at``) a job is gone (API-V2 §3).
-            query = query.where(t.jobs.c.owner == owner, t.jobs.c.expires_at > now())
-        row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        if not attempts:
-            return job_from_row(row)
-        attempt_rows = (
-            (
-                await conn.execute(
-                    select(t.attempts)
-                    .where(t.attempts.c.job_id == job_id)
-                    .order_by(t.attempts.c.number)
-                )
-            )
-            .mappings()
-            .all()
+    async def detail(
+        self, job_id: str, owner: str | None = None, *, attempts: bool = True, eta: bool = True
+    ) -> JobDetail | None:
+        """The job with what its view shows (outputs, queue position, ETA) in one read."""
+        return await self.db.read(
+            lambda conn: read_detail(conn, job_id, owner, attempts=attempts, eta=eta)
         )
-        return job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
 
     async def counts(self) -> list[tuple[str, str | None, int]]:
         """``(status, template, jobs)`` over every job held, in one GROUP BY (metrics)."""
         query = select(t.jobs.c.status, t.jobs.c.template, func.count()).group_by(
             t.jobs.c.status, t.jobs.c.template
         )
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [(str(row[0]), row[1], int(row[2])) for row in rows]
 
     async def page(
@@ -199,19 +195,18 @@ class JobStore:
             query = query.where(t.jobs.c.seq < before_seq)
         if status is not None:
             query = query.where(t.jobs.c.status == status.value)
-        rows_needed = limit
-        async with self.db.read() as conn:
+
+        def work(conn: Connection) -> list[Job]:
             if not metadata:
-                rows = (await conn.execute(query)).mappings().all()
-                return [job_from_row(r) for r in rows]
+                return [job_from_row(r) for r in conn.execute(query).mappings().all()]
             # Label filters are checked here so the query stays portable across dialects.
             found: list[Job] = []
             cursor = before_seq
-            while len(found) < rows_needed:
+            while len(found) < limit:
                 page_query = query.limit(200)
                 if cursor is not None:
                     page_query = page_query.where(t.jobs.c.seq < cursor)
-                rows = (await conn.execute(page_query)).mappings().all()
+                rows = conn.execute(page_query).mappings().all()
                 if not rows:
                     break
                 for r in rows:
@@ -219,80 +214,44 @@ class JobStore:
                     if all(labels.get(k) == v for k, v in metadata.items()):
                         found.append(job_from_row(r))
                 cursor = rows[-1]["seq"]
-            return found[:rows_needed]
+            return found[:limit]
+
+        return await self.db.read(work)
 
     async def queue_position(self, job: Job) -> int | None:
         """1 for the next job to start; None unless queued."""
         if job.status is not JobStatus.QUEUED:
             return None
-        async with self.db.read() as conn:
-            ahead = await conn.scalar(
-                select(func.count())
-                .select_from(t.jobs)
-                .where(t.jobs.c.status == JobStatus.QUEUED.value, t.jobs.c.seq < job.seq)
-            )
-        return int(ahead or 0) + 1
+        return await self.db.read(lambda conn: _position(conn, job.seq))
 
     async def count_queued(self, owner: str) -> int:
         """How many of this owner's jobs wait in the queue (the per-key queue cap)."""
-        async with self.db.read() as conn:
-            count = await conn.scalar(
-                select(func.count())
-                .select_from(t.jobs)
-                .where(t.jobs.c.owner == owner, t.jobs.c.status == JobStatus.QUEUED.value)
-            )
+        query = (
+            select(func.count())
+            .select_from(t.jobs)
+            .where(t.jobs.c.owner == owner, t.jobs.c.status == JobStatus.QUEUED.value)
+        )
+        count: int | None = await self.db.read(lambda conn: conn.scalar(query))
         return int(count or 0)
-
-    async def eta_inputs(self, job: Job) -> tuple[float | None, int]:
-        """Median run seconds of recent jobs like this one (None below 3 samples), jobs ahead."""
-        async with self.db.read() as conn:
-            samples: list[int] = list(
-                await conn.scalars(
-                    select(t.jobs.c.run_ms)
-                    .where(
-                        t.jobs.c.fingerprint == job.fingerprint,
-                        t.jobs.c.status == JobStatus.SUCCEEDED.value,
-                        t.jobs.c.run_ms.is_not(None),
-                    )
-                    .order_by(t.jobs.c.seq.desc())
-                    .limit(ETA_WINDOW)
-                )
-            )
-            ahead = await conn.scalar(
-                select(func.count())
-                .select_from(t.jobs)
-                .where(
-                    t.jobs.c.status.in_([s.value for s in ACTIVE]),
-                    t.jobs.c.seq < job.seq,
-                )
-            )
-        median = statistics.median(samples) / 1000 if len(samples) >= ETA_SAMPLES else None
-        return median, int(ahead or 0)
 
     async def outputs(self, job_id: str) -> list[dict[str, Any]]:
         """The job's output asset rows in the order they were stored."""
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.assets)
-                    .where(t.assets.c.job_id == job_id)
-                    .order_by(t.assets.c.created_at, t.assets.c.id)
-                )
-            ).mappings()
-            return [dict(r) for r in rows]
+        return await self.db.read(lambda conn: read_outputs(conn, job_id))
 
     # -- cancel -------------------------------------------------------------------------
 
-    async def request_cancel(self, job_id: str, owner: str | None) -> Job | None:
+    async def request_cancel(self, job_id: str, owner: str | None) -> JobDetail | None:
         """Move a queued job to canceled and a running one to canceling; terminal: no-op."""
-        async with self.db.begin() as conn:
-            job = await self._get(conn, job_id, owner)
+        at = now()
+        db_now = self.db.now_epoch()
+
+        def work(conn: Connection) -> tuple[JobDetail | None, str | None]:
+            job = read_job(conn, job_id, owner)
             if job is None:
-                return None
+                return None, None
             target = cancel_target(job.status)
             if target is None:
-                return job
-            at = now()
+                return read_detail(conn, job_id, owner), None
             values: dict[str, Any] = {
                 "status": target.value,
                 "cancel_requested": True,
@@ -304,7 +263,7 @@ class JobStore:
             # A queued job a worker already claimed is being submitted right now: let the
             # worker finish the cancel so the backend never keeps an orphan prompt.
             claimed = and_(t.jobs.c.lease_owner.is_not(None), t.jobs.c.status == "queued")
-            result = await conn.execute(
+            result = conn.execute(
                 update(t.jobs)
                 .where(t.jobs.c.id == job_id, t.jobs.c.status == job.status.value)
                 .where(~claimed if target is JobStatus.CANCELED else t.jobs.c.id == job_id)
@@ -313,14 +272,113 @@ class JobStore:
             webhook = None
             if result.rowcount and target is JobStatus.CANCELED:
                 # The outbox row commits with the cancel, or not at all.
-                webhook = await enqueue_for_job(conn, job_id, "job.canceled", self.db.now_epoch())
+                webhook = enqueue_for_job(conn, job_id, "job.canceled", db_now)
             if result.rowcount == 0 and target is JobStatus.CANCELED:
-                await conn.execute(
+                conn.execute(
                     update(t.jobs)
                     .where(t.jobs.c.id == job_id, or_(claimed, t.jobs.c.status == "running"))
                     .values(status=JobStatus.CANCELING.value, cancel_requested=True, updated_at=at)
                 )
-            changed = await self._get(conn, job_id, owner)
+            return read_detail(conn, job_id, owner), webhook
+
+        changed, webhook = await self.db.write(work)
         if webhook is not None:
             self.outbox.wake()
         return changed
+
+
+# -- unit-of-work queries (synchronous, on the caller's connection) ----------------------
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """A job with everything its API view shows, read in one transaction."""
+
+    job: Job
+    outputs: list[dict[str, Any]]
+    queue_position: int | None = None
+    # Median run seconds of recent jobs like this one (None below 3 samples).
+    median_run_s: float | None = None
+    # Active jobs ahead of this one (ETA).
+    ahead: int = 0
+
+
+def read_job(
+    conn: Connection, job_id: str, owner: str | None, *, attempts: bool = True
+) -> Job | None:
+    """The job row (and attempts), as the owner sees it: past ``expires_at`` it is gone."""
+    query = select(t.jobs).where(t.jobs.c.id == job_id)
+    if owner is not None:
+        # A caller's view: past its retention (``expires_at``) a job is gone (API-V2 §3).
+        query = query.where(t.jobs.c.owner == owner, t.jobs.c.expires_at > now())
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    if not attempts:
+        return job_from_row(row)
+    attempt_rows = (
+        conn.execute(
+            select(t.attempts).where(t.attempts.c.job_id == job_id).order_by(t.attempts.c.number)
+        )
+        .mappings()
+        .all()
+    )
+    return job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
+
+
+def read_detail(
+    conn: Connection, job_id: str, owner: str | None, *, attempts: bool = True, eta: bool = True
+) -> JobDetail | None:
+    """``read_job`` plus outputs, queue position and (unless terminal or not asked) ETA."""
+    job = read_job(conn, job_id, owner, attempts=attempts)
+    if job is None:
+        return None
+    outputs = read_outputs(conn, job_id)
+    position = _position(conn, job.seq) if job.status is JobStatus.QUEUED else None
+    if not eta or job.terminal:
+        return JobDetail(job, outputs, position)
+    median = _median_run_s(conn, job.fingerprint)
+    return JobDetail(job, outputs, position, median, _active_before(conn, job.seq))
+
+
+def read_outputs(conn: Connection, job_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(t.assets)
+        .where(t.assets.c.job_id == job_id)
+        .order_by(t.assets.c.created_at, t.assets.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def _position(conn: Connection, seq: int) -> int:
+    ahead = conn.scalar(
+        select(func.count())
+        .select_from(t.jobs)
+        .where(t.jobs.c.status == JobStatus.QUEUED.value, t.jobs.c.seq < seq)
+    )
+    return int(ahead or 0) + 1
+
+
+def _active_before(conn: Connection, seq: int) -> int:
+    ahead = conn.scalar(
+        select(func.count())
+        .select_from(t.jobs)
+        .where(t.jobs.c.status.in_([s.value for s in ACTIVE]), t.jobs.c.seq < seq)
+    )
+    return int(ahead or 0)
+
+
+def _median_run_s(conn: Connection, fingerprint: str) -> float | None:
+    samples: list[int] = list(
+        conn.scalars(
+            select(t.jobs.c.run_ms)
+            .where(
+                t.jobs.c.fingerprint == fingerprint,
+                t.jobs.c.status == JobStatus.SUCCEEDED.value,
+                t.jobs.c.run_ms.is_not(None),
+            )
+            .order_by(t.jobs.c.seq.desc())
+            .limit(ETA_WINDOW)
+        )
+    )
+    return statistics.median(samples) / 1000 if len(samples) >= ETA_SAMPLES else None

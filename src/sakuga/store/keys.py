@@ -11,12 +11,13 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, RowMapping
 
 from sakuga.domain.scopes import parse_scopes
 from sakuga.store import tables as t
@@ -106,8 +107,11 @@ class KeyStore:
             "created_at": datetime.now(UTC),
             "revoked_at": None,
         }
-        async with self.db.begin() as conn:
-            await conn.execute(t.api_keys.insert().values(**row))
+
+        def work(conn: Connection) -> None:
+            conn.execute(t.api_keys.insert().values(**row))
+
+        await self.db.write(work)
         return _record(row), secret
 
     async def verify(self, secret: str) -> ApiKey | None:
@@ -118,8 +122,11 @@ class KeyStore:
         if cached is not None and now - cached[0] < self._cache_s:
             return cached[1]
         query = select(t.api_keys).where(t.api_keys.c.key_hash == digest)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).mappings().first()
+
+        def work(conn: Connection) -> RowMapping | None:
+            return conn.execute(query).mappings().first()
+
+        row = await self.db.read(work)
         key = None if row is None else _record(row)
         if key is not None and key.revoked:
             key = None
@@ -133,14 +140,20 @@ class KeyStore:
         query = select(t.api_keys).order_by(t.api_keys.c.created_at, t.api_keys.c.id)
         if owner is not None:
             query = query.where(t.api_keys.c.owner == owner)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+
+        def work(conn: Connection) -> Sequence[RowMapping]:
+            return conn.execute(query).mappings().all()
+
+        rows = await self.db.read(work)
         return [_record(row) for row in rows]
 
     async def get(self, key_id: str) -> ApiKey | None:
         query = select(t.api_keys).where(t.api_keys.c.id == key_id)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).mappings().first()
+
+        def work(conn: Connection) -> RowMapping | None:
+            return conn.execute(query).mappings().first()
+
+        row = await self.db.read(work)
         return None if row is None else _record(row)
 
     async def revoke(self, key_id: str) -> bool:
@@ -150,7 +163,10 @@ class KeyStore:
             .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
-        async with self.db.begin() as conn:
-            result = await conn.execute(query)
+
+        def work(conn: Connection) -> bool:
+            return bool(conn.execute(query).rowcount)
+
+        revoked = await self.db.write(work)
         self._cache.clear()
-        return bool(result.rowcount)
+        return revoked

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus
 from sakuga.domain.webhooks import event_for
@@ -70,9 +71,9 @@ class LeaseStore:
         )
         # Most claims find nothing (a slot freed, a poll): a plain read says so without
         # taking the write lock; the UPDATE below re-checks, so a race only costs a retry.
-        async with self.db.read() as conn:
-            if await conn.scalar(select(t.jobs.c.seq).where(*claimable).limit(1)) is None:
-                return None
+        probe = select(t.jobs.c.seq).where(*claimable).limit(1)
+        if await self.db.read(lambda conn: conn.scalar(probe)) is None:
+            return None
         pick = (
             select(t.jobs.c.seq)
             .where(*claimable)
@@ -99,56 +100,53 @@ class LeaseStore:
             )
             .returning(*t.jobs.c)
         )
-        async with self.db.begin() as conn:
-            row = (await conn.execute(statement)).mappings().first()
+
+        def work(conn: Connection) -> Job | None:
+            row = conn.execute(statement).mappings().first()
             if row is None:
                 return None
             attempt_rows = (
-                (
-                    await conn.execute(
-                        select(t.attempts)
-                        .where(t.attempts.c.job_id == row["id"])
-                        .order_by(t.attempts.c.number)
-                    )
+                conn.execute(
+                    select(t.attempts)
+                    .where(t.attempts.c.job_id == row["id"])
+                    .order_by(t.attempts.c.number)
                 )
                 .mappings()
                 .all()
             )
-        job = job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
-        return job, Lease(job.id, worker_id, job.attempt_count)
+            return job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
+
+        job = await self.db.write(work)
+        return None if job is None else (job, Lease(job.id, worker_id, job.attempt_count))
 
     async def heartbeat(self, lease: Lease, lease_s: float) -> bool | None:
         """Extend the lease; None when it was lost, else whether a cancel was requested."""
-        async with self.db.begin() as conn:
-            row = (
-                await conn.execute(
-                    update(t.jobs)
-                    .where(self._owned(lease))
-                    .values(lease_expires=self.db.now_epoch() + lease_s)
-                    .returning(t.jobs.c.cancel_requested)
-                )
-            ).first()
+        statement = (
+            update(t.jobs)
+            .where(self._owned(lease))
+            .values(lease_expires=self.db.now_epoch() + lease_s)
+            .returning(t.jobs.c.cancel_requested)
+        )
+        row = await self.db.write(lambda conn: conn.execute(statement).first())
         return None if row is None else bool(row[0])
 
     async def cancel_requested(self, lease: Lease) -> bool:
-        async with self.db.read() as conn:
-            value = await conn.scalar(
-                select(t.jobs.c.cancel_requested).where(t.jobs.c.id == lease.job_id)
-            )
-        return bool(value)
+        query = select(t.jobs.c.cancel_requested).where(t.jobs.c.id == lease.job_id)
+        return bool(await self.db.read(lambda conn: conn.scalar(query)))
 
     async def start_attempt(
         self, lease: Lease, *, backend: str, prompt_id: str, client_id: str
     ) -> bool:
         """Record the attempt (before the prompt is sent, so a successor can re-attach)."""
-        async with self.db.begin() as conn:
-            owned = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            owned = conn.execute(
                 update(t.jobs).where(self._owned(lease)).values(backend=backend, updated_at=now())
             )
             if owned.rowcount == 0:
                 return False
             # An earlier attempt left open belonged to a worker whose lease expired.
-            await conn.execute(
+            conn.execute(
                 update(t.attempts)
                 .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.finished_at.is_(None))
                 .values(
@@ -156,7 +154,7 @@ class LeaseStore:
                     error={"code": "worker_lost", "message": "the worker's lease expired"},
                 )
             )
-            await conn.execute(
+            conn.execute(
                 insert(t.attempts).values(
                     job_id=lease.job_id,
                     number=lease.attempt,
@@ -167,47 +165,49 @@ class LeaseStore:
                     started_at=now(),
                 )
             )
-        return True
+            return True
+
+        return await self.db.write(work)
 
     async def mark_running(self, lease: Lease, started_at: datetime | None = None) -> bool:
         """queued -> running, once the backend starts executing the prompt."""
         at = started_at or now()
-        webhook: str | None = None
-        still: str | None = lease.job_id
-        async with self.db.begin() as conn:
-            result = await conn.execute(
+        db_now = self.db.now_epoch()
+
+        def work(conn: Connection) -> tuple[bool, str | None]:
+            result = conn.execute(
                 update(t.jobs)
                 .where(self._owned(lease), t.jobs.c.status == JobStatus.QUEUED.value)
                 .values(status=JobStatus.RUNNING.value, started_at=at, updated_at=at)
             )
             if result.rowcount:
                 # The outbox row commits with the change, or not at all.
-                webhook = await enqueue_for_job(
-                    conn, lease.job_id, "job.running", self.db.now_epoch()
-                )
-            else:
-                still = await conn.scalar(select(t.jobs.c.id).where(self._owned(lease)))
+                return True, enqueue_for_job(conn, lease.job_id, "job.running", db_now)
+            still = conn.scalar(select(t.jobs.c.id).where(self._owned(lease)))
+            return still is not None, None
+
+        owned, webhook = await self.db.write(work)
         if webhook is not None:
             self.outbox.wake()
-        return still is not None
+        return owned
 
     async def set_progress(self, lease: Lease, progress: dict[str, Any]) -> bool:
-        async with self.db.begin() as conn:
-            result = await conn.execute(
-                update(t.jobs).where(self._owned(lease)).values(progress=progress, updated_at=now())
-            )
-        return bool(result.rowcount)
+        statement = (
+            update(t.jobs).where(self._owned(lease)).values(progress=progress, updated_at=now())
+        )
+        return await self.db.write(lambda conn: bool(conn.execute(statement).rowcount))
 
     async def add_output(self, lease: Lease, asset: dict[str, Any]) -> bool:
         """Store one output asset row, unless the lease was lost."""
-        async with self.db.begin() as conn:
-            result = await conn.execute(
-                update(t.jobs).where(self._owned(lease)).values(updated_at=now())
-            )
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(update(t.jobs).where(self._owned(lease)).values(updated_at=now()))
             if result.rowcount == 0:
                 return False
-            await conn.execute(insert(t.assets).values(**asset))
-        return True
+            conn.execute(insert(t.assets).values(**asset))
+            return True
+
+        return await self.db.write(work)
 
     async def finish(
         self,
@@ -235,23 +235,27 @@ class LeaseStore:
         }
         if progress is not None:
             values["progress"] = progress
-        async with self.db.begin() as conn:
-            result = await conn.execute(update(t.jobs).where(self._owned(lease)).values(**values))
+        db_now = self.db.now_epoch()
+        event = event_for(status)
+
+        def work(conn: Connection) -> tuple[bool, str | None]:
+            result = conn.execute(update(t.jobs).where(self._owned(lease)).values(**values))
             if result.rowcount == 0:
-                return False
-            await conn.execute(
+                return False, None
+            conn.execute(
                 update(t.attempts)
                 .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
                 .values(finished_at=at, error=attempt_error or error)
             )
-            event = event_for(status)
-            webhook = None
-            if event is not None:
-                # The outbox row commits with the outcome, or not at all.
-                webhook = await enqueue_for_job(conn, lease.job_id, event, self.db.now_epoch())
+            if event is None:
+                return True, None
+            # The outbox row commits with the outcome, or not at all.
+            return True, enqueue_for_job(conn, lease.job_id, event, db_now)
+
+        owned, webhook = await self.db.write(work)
         if webhook is not None:
             self.outbox.wake()
-        return True
+        return owned
 
     async def reschedule(
         self,
@@ -264,8 +268,10 @@ class LeaseStore:
     ) -> bool:
         """A transient failure: back to ``queued``, claimable again after ``delay_s``."""
         at = now()
-        async with self.db.begin() as conn:
-            result = await conn.execute(
+        not_before = self.db.now_epoch() + delay_s
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 update(t.jobs)
                 .where(self._owned(lease))
                 .values(
@@ -273,7 +279,7 @@ class LeaseStore:
                     updated_at=at,
                     lease_owner=None,
                     lease_expires=None,
-                    not_before=self.db.now_epoch() + delay_s,
+                    not_before=not_before,
                     transient_failures=t.jobs.c.transient_failures + 1,
                     poison_strikes=t.jobs.c.poison_strikes + (1 if strike else 0),
                     progress=progress,
@@ -281,23 +287,21 @@ class LeaseStore:
             )
             if result.rowcount == 0:
                 return False
-            await conn.execute(
+            conn.execute(
                 update(t.attempts)
                 .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
                 .values(finished_at=at, error=error)
             )
-        return True
+            return True
+
+        return await self.db.write(work)
 
     async def failure_counts(self, lease: Lease) -> tuple[int, int]:
         """(transient failures, poison strikes) recorded on the job so far."""
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(t.jobs.c.transient_failures, t.jobs.c.poison_strikes).where(
-                        t.jobs.c.id == lease.job_id
-                    )
-                )
-            ).first()
+        query = select(t.jobs.c.transient_failures, t.jobs.c.poison_strikes).where(
+            t.jobs.c.id == lease.job_id
+        )
+        row = await self.db.read(lambda conn: conn.execute(query).first())
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
     async def set_telemetry(self, lease: Lease, telemetry: dict[str, Any]) -> bool:
@@ -306,23 +310,22 @@ class LeaseStore:
         Written after the outcome (so it never delays it), when the job lease is already
         released: the condition is the attempt row this worker recorded for this lease.
         """
-        async with self.db.begin() as conn:
-            result = await conn.execute(
-                update(t.attempts)
-                .where(
-                    t.attempts.c.job_id == lease.job_id,
-                    t.attempts.c.number == lease.attempt,
-                    t.attempts.c.worker_id == lease.worker_id,
-                )
-                .values(telemetry=telemetry)
+        statement = (
+            update(t.attempts)
+            .where(
+                t.attempts.c.job_id == lease.job_id,
+                t.attempts.c.number == lease.attempt,
+                t.attempts.c.worker_id == lease.worker_id,
             )
-        return bool(result.rowcount)
+            .values(telemetry=telemetry)
+        )
+        return await self.db.write(lambda conn: bool(conn.execute(statement).rowcount))
 
     async def release(self, lease: Lease) -> None:
         """Give the job back (shutdown): the next claimant re-attaches to its prompt."""
-        async with self.db.begin() as conn:
-            await conn.execute(
-                update(t.jobs)
-                .where(self._owned(lease))
-                .values(lease_owner=None, lease_expires=None, updated_at=now())
-            )
+        statement = (
+            update(t.jobs)
+            .where(self._owned(lease))
+            .values(lease_owner=None, lease_expires=None, updated_at=now())
+        )
+        await self.db.write(lambda conn: conn.execute(statement).rowcount)

@@ -11,12 +11,12 @@ are epoch seconds from the database clock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.elements import ColumnElement
 
 from sakuga.domain.jobs import TERMINAL, JobStatus
@@ -59,8 +59,8 @@ def delivery_from_row(row: Mapping[Any, Any]) -> Delivery:
     )
 
 
-async def enqueue(
-    conn: AsyncConnection,
+def enqueue(
+    conn: Connection,
     job: Mapping[Any, Any],
     event_type: str,
     db_now: ColumnElement[float],
@@ -76,18 +76,18 @@ async def enqueue(
     outputs: list[Mapping[Any, Any]] = []
     if JobStatus(job["status"]) in TERMINAL:
         outputs = list(
-            (
-                await conn.execute(
-                    select(t.assets)
-                    .where(t.assets.c.job_id == job["id"])
-                    .order_by(t.assets.c.created_at, t.assets.c.id)
-                )
-            ).mappings()
+            conn.execute(
+                select(t.assets)
+                .where(t.assets.c.job_id == job["id"])
+                .order_by(t.assets.c.created_at, t.assets.c.id)
+            )
+            .mappings()
+            .all()
         )
     at = _now()
-    ordinal = await conn.scalar(select(func.count()).select_from(d).where(d.c.job_id == job["id"]))
+    ordinal = conn.scalar(select(func.count()).select_from(d).where(d.c.job_id == job["id"]))
     delivery_id = str(uuid.uuid4())
-    await conn.execute(
+    conn.execute(
         d.insert().values(
             id=delivery_id,
             seq=int(ordinal or 0) + 1,
@@ -105,13 +105,13 @@ async def enqueue(
     return delivery_id
 
 
-async def enqueue_for_job(
-    conn: AsyncConnection, job_id: str, event_type: str, db_now: ColumnElement[float]
+def enqueue_for_job(
+    conn: Connection, job_id: str, event_type: str, db_now: ColumnElement[float]
 ) -> str | None:
     """``enqueue`` for the job row as it stands in this transaction; None without a webhook."""
     query = select(t.jobs).where(t.jobs.c.id == job_id, t.jobs.c.webhook_url.is_not(None))
-    row = (await conn.execute(query)).mappings().first()
-    return None if row is None else await enqueue(conn, row, event_type, db_now)
+    row = conn.execute(query).mappings().first()
+    return None if row is None else enqueue(conn, row, event_type, db_now)
 
 
 class Outbox:
@@ -175,25 +175,32 @@ class Outbox:
             )
             .returning(*d.c)
         )
-        async with self.db.begin() as conn:
-            rows = (await conn.execute(statement)).mappings().all()
+
+        def work(conn: Connection) -> Sequence[RowMapping]:
+            return conn.execute(statement).mappings().all()
+
+        rows = await self.db.write(work)
         return sorted((delivery_from_row(r) for r in rows), key=lambda x: x.created_at)
 
     async def next_due_s(self) -> float | None:
         """Seconds until the earliest unleased pending delivery is due (0 if overdue)."""
         db_now = self.db.now_epoch()
-        async with self.db.read() as conn:
-            wait = await conn.scalar(
+
+        def work(conn: Connection) -> Any:
+            return conn.scalar(
                 select(func.min(d.c.next_attempt_at) - db_now).where(
                     d.c.status == PENDING, d.c.lease_owner.is_(None)
                 )
             )
+
+        wait = await self.db.read(work)
         return None if wait is None else max(0.0, float(wait))
 
     async def delivered(self, delivery: Delivery, worker_id: str, status_code: int) -> bool:
         """Mark delivered; False when the lease was lost meanwhile."""
-        async with self.db.begin() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 update(d)
                 .where(self._owned(delivery, worker_id))
                 .values(
@@ -205,7 +212,9 @@ class Outbox:
                     lease_expires=None,
                 )
             )
-        return bool(result.rowcount)
+            return bool(result.rowcount)
+
+        return await self.db.write(work)
 
     async def failed(
         self,
@@ -227,16 +236,20 @@ class Outbox:
             values["status"] = DeliveryStatus.DEAD.value
         else:
             values["next_attempt_at"] = self.db.now_epoch() + retry_in_s
-        async with self.db.begin() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 update(d).where(self._owned(delivery, worker_id)).values(**values)
             )
-        return bool(result.rowcount)
+            return bool(result.rowcount)
+
+        return await self.db.write(work)
 
     async def release(self, delivery: Delivery, worker_id: str) -> None:
         """Give an interrupted attempt back (shutdown): due at once, the attempt not counted."""
-        async with self.db.begin() as conn:
-            await conn.execute(
+
+        def work(conn: Connection) -> None:
+            conn.execute(
                 update(d)
                 .where(self._owned(delivery, worker_id))
                 .values(
@@ -247,6 +260,8 @@ class Outbox:
                 )
             )
 
+        await self.db.write(work)
+
     # -- API side -------------------------------------------------------------------------
 
     async def for_job(self, job_id: str, owner: str | None) -> list[Delivery]:
@@ -254,9 +269,11 @@ class Outbox:
         query = select(d).where(d.c.job_id == job_id).order_by(d.c.seq, d.c.created_at)
         if owner is not None:
             query = query.where(d.c.owner == owner)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [delivery_from_row(r) for r in rows]
+
+        def work(conn: Connection) -> Sequence[RowMapping]:
+            return conn.execute(query).mappings().all()
+
+        return [delivery_from_row(r) for r in await self.db.read(work)]
 
     async def page(
         self,
@@ -277,16 +294,21 @@ class Outbox:
             query = query.where(
                 or_(d.c.created_at < at, and_(d.c.created_at == at, d.c.id < last_id))
             )
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [delivery_from_row(r) for r in rows]
+
+        def work(conn: Connection) -> Sequence[RowMapping]:
+            return conn.execute(query).mappings().all()
+
+        return [delivery_from_row(r) for r in await self.db.read(work)]
 
     async def get(self, delivery_id: str, owner: str | None) -> Delivery | None:
         query = select(d).where(d.c.id == delivery_id)
         if owner is not None:
             query = query.where(d.c.owner == owner)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).mappings().first()
+
+        def work(conn: Connection) -> RowMapping | None:
+            return conn.execute(query).mappings().first()
+
+        row = await self.db.read(work)
         return None if row is None else delivery_from_row(row)
 
     async def requeue(self, delivery_id: str, owner: str | None) -> Delivery | None:
@@ -297,8 +319,9 @@ class Outbox:
         where = [d.c.id == delivery_id, d.c.status == DeliveryStatus.DEAD.value]
         if owner is not None:
             where.append(d.c.owner == owner)
-        async with self.db.begin() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 update(d)
                 .where(*where)
                 .values(
@@ -309,6 +332,8 @@ class Outbox:
                     lease_expires=None,
                 )
             )
-        if result.rowcount:
+            return bool(result.rowcount)
+
+        if await self.db.write(work):
             self.wake()
         return await self.get(delivery_id, owner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sakuga.store.jobs import JobStore, NewJob
+from sakuga.store.jobs import JobStore, NewJob, Placement
 
 MAX_BATCH = 256
 
@@ -20,7 +20,7 @@ class SubmitWriter:
 
     def __init__(self, jobs: JobStore) -> None:
         self.jobs = jobs
-        self._queue: asyncio.Queue[tuple[NewJob, asyncio.Future[int]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[NewJob, asyncio.Future[Placement]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -37,11 +37,11 @@ class SubmitWriter:
             if not future.done():
                 future.set_exception(RuntimeError("server is shutting down"))
 
-    async def submit(self, new: NewJob) -> int:
-        """Queue ``new`` for the next batch; its ``seq`` once committed, or the insert's error."""
+    async def submit(self, new: NewJob) -> Placement:
+        """Queue ``new`` for the next batch; where it stands once committed, or the error."""
         if self._task is None:
             raise RuntimeError("SubmitWriter.start() was not called")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Placement] = asyncio.get_running_loop().create_future()
         await self._queue.put((new, future))
         return await future
 
