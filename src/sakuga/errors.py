@@ -178,6 +178,19 @@ class RateLimited(SakugaError):
 class QueueFull(RateLimited):
     code = "queue_full"
 
+    # A queued job takes at least seconds to start: asking sooner only gets refused again.
+    RETRY_S = 5
+
+    @classmethod
+    def over_cap(cls, queued: int, cap: int) -> QueueFull:
+        """The caller's key already has ``queued`` jobs waiting, ``cap`` allowed."""
+        return cls(
+            f"{queued} jobs of this key are already queued (the cap is {cap}); "
+            "wait for some to start, or cancel some",
+            retry_after_s=cls.RETRY_S,
+            details={"queued": queued, "max_queued": cap},
+        )
+
 
 # -- backend (ComfyUI) errors: raised by sakuga.comfy, classified by the worker ------------
 

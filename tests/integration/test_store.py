@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
 from sakuga.domain.jobs import JobStatus
-from sakuga.errors import IdempotencyKeyReuse
+from sakuga.errors import IdempotencyKeyReuse, QueueFull
 from sakuga.store import NewJob, Store
 from sakuga.store import tables as t
 from sakuga.store.jobs import Placement
@@ -50,6 +50,21 @@ async def test_concurrent_submissions_commit_in_batches(db_url: str) -> None:
         assert {j.id for j in listed} == {n.id for n in batch}
 
 
+async def test_queued_cap_holds_for_a_concurrent_burst(db_url: str) -> None:
+    async with Store(db_url) as store:
+        burst = [new_job(max_queued=5) for _ in range(20)] + [new_job(owner="bob", max_queued=5)]
+        results = await asyncio.gather(
+            *(store.writer.submit(n) for n in burst), return_exceptions=True
+        )
+        placed = [r for r in results if isinstance(r, Placement)]
+        refused = [r for r in results if isinstance(r, QueueFull)]
+        assert len(placed) == 6 and len(refused) == 15  # 5 of local's, bob's one
+        assert refused[0].details == {"queued": 5, "max_queued": 5}
+        assert len(await store.jobs.page("local", limit=100, status=JobStatus.QUEUED)) == 5
+        positions = sorted(p.queue_position for p in placed)
+        assert positions == [1, 2, 3, 4, 5, 6]
+
+
 async def test_idempotency_key_is_single_use(db_url: str) -> None:
     async with Store(db_url) as store:
         first = new_job(idempotency_key="k1")
@@ -85,6 +100,23 @@ async def test_claim_is_exclusive_and_lease_guards_writes(db_url: str) -> None:
         done = await store.jobs.get(job.id)
         assert done is not None and done.status is JobStatus.SUCCEEDED
         assert [a.prompt_id for a in done.attempts] == ["p"]
+
+
+async def test_a_claim_can_record_the_attempt_in_its_transaction(db_url: str) -> None:
+    async with Store(db_url) as store:
+        job = new_job()
+        await store.writer.submit(job)
+        claimed = await store.leases.claim("w1", "http://b", lease_s=-1, record=True)
+        assert claimed is not None and claimed[1].prompt is not None
+        prompt_id, client_id = claimed[1].prompt
+        recorded = await store.jobs.get(job.id)
+        assert recorded is not None and recorded.backend == "http://b"
+        assert [(a.prompt_id, a.client_id) for a in recorded.attempts] == [(prompt_id, client_id)]
+        # The first worker's lease expired with its attempt unfinished: the successor gets
+        # no new attempt from its claim, so it can re-attach to that prompt.
+        again = await store.leases.claim("w2", "http://b", lease_s=30, record=True)
+        assert again is not None and again[1].prompt is None
+        assert [a.prompt_id for a in again[0].attempts] == [prompt_id]
 
 
 async def test_expired_lease_is_taken_over(db_url: str) -> None:

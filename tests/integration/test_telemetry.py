@@ -100,8 +100,9 @@ async def test_a_backend_without_system_stats_gives_no_figure() -> None:
 
     async with stats_client(broken) as client:
         assert await sample(client, timeout_s=1.0) is None
-        async with Sampler(client, timeout_s=1.0) as sampler:
-            assert await sampler.result() is None
+        sampler = Sampler(client, timeout_s=1.0)
+        sampler.start()
+        assert await sampler.result() is None
 
 
 async def test_a_hanging_system_stats_is_abandoned_at_its_deadline() -> None:
@@ -111,8 +112,9 @@ async def test_a_hanging_system_stats_is_abandoned_at_its_deadline() -> None:
 
     async with stats_client(hanging) as client:
         started = time.monotonic()
-        async with Sampler(client, timeout_s=0.1) as sampler:
-            assert await sampler.result() is None
+        sampler = Sampler(client, timeout_s=0.1)
+        sampler.start()
+        assert await sampler.result() is None
         assert time.monotonic() - started < 1.0
 
 

@@ -52,7 +52,7 @@ def _check_hash(value: str, field: str) -> str:
 
 
 def _asset_json(request: Request, row: dict[str, Any], created_new: bool | None) -> dict[str, Any]:
-    view = asset_view(base_url(request), row, created_new, services(request).signer)
+    view = asset_view(base_url(request), row, created_new, request.app.state.services.signer)
     return AssetOut.model_validate(view).model_dump(mode="json", exclude_none=False)
 
 

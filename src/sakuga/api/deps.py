@@ -32,7 +32,8 @@ class Services:
     prompt_keys: PromptKeys
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, one hop per request.
     result: Services = request.app.state.services
     return result
 
@@ -44,7 +45,7 @@ async def owner(request: Request) -> str:
 
 def base_url(request: Request) -> str:
     """Absolute origin (plus mount prefix) for links, from config or the request."""
-    configured: str | None = services(request).settings.public_url
+    configured: str | None = request.app.state.services.settings.public_url
     if configured:
         return configured.rstrip("/")
     return str(request.base_url).rstrip("/")

@@ -96,6 +96,7 @@ async def submit_job(
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
         created_at=datetime.now(UTC),
+        max_queued=svc.settings.max_queued_per_key,
     )
     placed = await svc.store.writer.submit(new)
     if body.extra_data is not None and body.extra_data.api_key_comfy_org:

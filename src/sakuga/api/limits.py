@@ -34,12 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sakuga.api.auth import Principal, require_scope
 from sakuga.api.errors import envelope
-from sakuga.errors import QueueFull, RateLimited
+from sakuga.errors import RateLimited
 from sakuga.settings import Settings
 
 # A multipart body carries part headers and boundaries besides the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-QUEUE_FULL_RETRY_S = 5
 # Before answering 413, read and drop a modest overage so a client still writing its body
 # reads the answer instead of a reset connection (nginx's "lingering close"). Anything
 # bigger, or a client waiting on "Expect: 100-continue", is answered at once.
@@ -214,18 +213,12 @@ def _identity(who: Principal) -> str:
 async def submit_allowed(
     request: Request, who: Annotated[Principal, Depends(require_scope("submit"))]
 ) -> Principal:
-    """Dependency of ``POST /jobs``: submit scope, the rate limit, then the queued-jobs cap."""
+    """Dependency of ``POST /jobs``: submit scope, then the rate limit.
+
+    The queued-jobs cap is enforced by the insert itself (``NewJob.max_queued``), in the
+    same transaction, so a burst cannot pass it.
+    """
     await _rate_limits(request).hit("submissions", _identity(who))
-    svc = request.app.state.services
-    cap: int = svc.settings.max_queued_per_key
-    queued = await svc.store.jobs.count_queued(who.owner)
-    if queued >= cap:
-        raise QueueFull(
-            f"{queued} jobs of this key are already queued (the cap is {cap}); "
-            "wait for some to start, or cancel some",
-            retry_after_s=QUEUE_FULL_RETRY_S,
-            details={"queued": queued, "max_queued": cap},
-        )
     return who
 
 

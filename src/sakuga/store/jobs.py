@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus, cancel_target
-from sakuga.errors import IdempotencyKeyReuse
+from sakuga.errors import IdempotencyKeyReuse, QueueFull
 from sakuga.store import tables as t
 from sakuga.store.db import Database
 from sakuga.store.outbox import Outbox, enqueue_for_job
@@ -40,6 +40,8 @@ class NewJob:
     webhook_url: str | None = None
     # Set by the API so its 201 answer shows the stored time; else the insert's time.
     created_at: datetime | None = None
+    # The owner's queued-jobs cap, checked in the insert's transaction; None: no cap.
+    max_queued: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,24 +96,30 @@ class JobStore:
         """
         at = now()
         try:
-            return list(await self.db.write(lambda conn: self._insert(conn, batch, at)))
+            return await self.db.write(lambda conn: self._insert(conn, batch, at))
         except IntegrityError:
             pass
         return [await self._insert_one(new, at) for new in batch]
 
-    def _insert(self, conn: Connection, batch: list[NewJob], at: datetime) -> list[Placement]:
-        # The 201 answer needs the queue position and ETA: a few queries per batch, not
-        # per job, since a batch's jobs are queued one after another.
-        insert = t.jobs.insert().returning(t.jobs.c.seq, sort_by_parameter_order=True)
-        rows = [self._row(new, at) for new in batch]
-        seqs: list[int] = list(map(int, conn.execute(insert, rows).scalars().all()))
-        queued = _position(conn, seqs[0]) - 1
-        active = _active_before(conn, seqs[0])
-        medians = {fp: _median_run_s(conn, fp) for fp in {new.fingerprint for new in batch}}
-        return [
-            Placement(seq, queued + i + 1, medians[new.fingerprint], active + i)
-            for i, (seq, new) in enumerate(zip(seqs, batch, strict=True))
-        ]
+    def _insert(
+        self, conn: Connection, batch: list[NewJob], at: datetime
+    ) -> list[BaseException | Placement]:
+        results: list[BaseException | Placement | None] = [None] * len(batch)
+        admitted = _within_caps(conn, batch, results)
+        if admitted:
+            # The 201 answer needs the queue position and ETA: a few queries per batch,
+            # not per job, since a batch's jobs are queued one after another.
+            insert = t.jobs.insert().returning(t.jobs.c.seq, sort_by_parameter_order=True)
+            rows = [self._row(batch[i], at) for i in admitted]
+            seqs: list[int] = list(map(int, conn.execute(insert, rows).scalars().all()))
+            queued = _position(conn, seqs[0]) - 1
+            active = _active_before(conn, seqs[0])
+            fingerprints = {batch[i].fingerprint for i in admitted}
+            medians = {fp: _median_run_s(conn, fp) for fp in fingerprints}
+            for n, (i, seq) in enumerate(zip(admitted, seqs, strict=True)):
+                median = medians[batch[i].fingerprint]
+                results[i] = Placement(seq, queued + n + 1, median, active + n)
+        return [r for r in results if r is not None]
 
     async def _insert_one(self, new: NewJob, at: datetime) -> BaseException | Placement:
         for _ in range(2):
@@ -224,16 +232,6 @@ class JobStore:
             return None
         return await self.db.read(lambda conn: _position(conn, job.seq))
 
-    async def count_queued(self, owner: str) -> int:
-        """How many of this owner's jobs wait in the queue (the per-key queue cap)."""
-        query = (
-            select(func.count())
-            .select_from(t.jobs)
-            .where(t.jobs.c.owner == owner, t.jobs.c.status == JobStatus.QUEUED.value)
-        )
-        count: int | None = await self.db.read(lambda conn: conn.scalar(query))
-        return int(count or 0)
-
     async def outputs(self, job_id: str) -> list[dict[str, Any]]:
         """The job's output asset rows in the order they were stored."""
         return await self.db.read(lambda conn: read_outputs(conn, job_id))
@@ -288,6 +286,32 @@ class JobStore:
 
 
 # -- unit-of-work queries (synchronous, on the caller's connection) ----------------------
+
+
+def _within_caps(
+    conn: Connection, batch: list[NewJob], results: list[BaseException | Placement | None]
+) -> list[int]:
+    """Indexes of the jobs their owner's queued-jobs cap admits; the rest get QueueFull."""
+    capped = {new.owner for new in batch if new.max_queued is not None}
+    queued = {owner: _queued_of(conn, owner) for owner in capped}
+    admitted: list[int] = []
+    for i, new in enumerate(batch):
+        if new.max_queued is not None:
+            if queued[new.owner] >= new.max_queued:
+                results[i] = QueueFull.over_cap(queued[new.owner], new.max_queued)
+                continue
+            queued[new.owner] += 1
+        admitted.append(i)
+    return admitted
+
+
+def _queued_of(conn: Connection, owner: str) -> int:
+    count = conn.scalar(
+        select(func.count())
+        .select_from(t.jobs)
+        .where(t.jobs.c.owner == owner, t.jobs.c.status == JobStatus.QUEUED.value)
+    )
+    return int(count or 0)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ updated means another worker took the job over, and the caller must stop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ class Lease:
     job_id: str
     worker_id: str
     attempt: int
+    # ``(prompt_id, client_id)`` of the attempt the claim recorded, if it recorded one.
+    prompt: tuple[str, str] | None = None
 
 
 class LeaseStore:
@@ -46,11 +49,19 @@ class LeaseStore:
         )
 
     async def claim(
-        self, worker_id: str, backend: str, lease_s: float, *, elsewhere_s: float = 0.0
+        self,
+        worker_id: str,
+        backend: str,
+        lease_s: float,
+        *,
+        elsewhere_s: float = 0.0,
+        record: bool = False,
     ) -> tuple[Job, Lease] | None:
         """Take the oldest runnable job for ``backend`` (new, or whose lease expired).
 
         A job that failed on ``backend`` waits ``elsewhere_s`` more for another backend.
+        With ``record``, a job with no attempt left unfinished (nothing to re-attach to)
+        gets its new attempt on ``backend`` in the same transaction: ``Lease.prompt``.
         """
         db_now = self.db.now_epoch()
         eligible = or_(
@@ -101,7 +112,7 @@ class LeaseStore:
             .returning(*t.jobs.c)
         )
 
-        def work(conn: Connection) -> Job | None:
+        def work(conn: Connection) -> tuple[Job, Lease] | None:
             row = conn.execute(statement).mappings().first()
             if row is None:
                 return None
@@ -114,10 +125,17 @@ class LeaseStore:
                 .mappings()
                 .all()
             )
-            return job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
+            job = job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
+            lease = Lease(job.id, worker_id, job.attempt_count)
+            last = job.attempts[-1] if job.attempts else None
+            canceled = job.cancel_requested and job.status is JobStatus.QUEUED
+            if not record or canceled or (last is not None and last.finished_at is None):
+                return job, lease
+            prompt = (str(uuid.uuid4()), uuid.uuid4().hex)
+            self._record(conn, lease, backend, *prompt)
+            return job, replace(lease, prompt=prompt)
 
-        job = await self.db.write(work)
-        return None if job is None else (job, Lease(job.id, worker_id, job.attempt_count))
+        return await self.db.write(work)
 
     async def heartbeat(self, lease: Lease, lease_s: float) -> bool | None:
         """Extend the lease; None when it was lost, else whether a cancel was requested."""
@@ -138,36 +156,39 @@ class LeaseStore:
         self, lease: Lease, *, backend: str, prompt_id: str, client_id: str
     ) -> bool:
         """Record the attempt (before the prompt is sent, so a successor can re-attach)."""
+        return await self.db.write(
+            lambda conn: self._record(conn, lease, backend, prompt_id, client_id)
+        )
 
-        def work(conn: Connection) -> bool:
-            owned = conn.execute(
-                update(t.jobs).where(self._owned(lease)).values(backend=backend, updated_at=now())
+    def _record(
+        self, conn: Connection, lease: Lease, backend: str, prompt_id: str, client_id: str
+    ) -> bool:
+        owned = conn.execute(
+            update(t.jobs).where(self._owned(lease)).values(backend=backend, updated_at=now())
+        )
+        if owned.rowcount == 0:
+            return False
+        # An earlier attempt left open belonged to a worker whose lease expired.
+        conn.execute(
+            update(t.attempts)
+            .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.finished_at.is_(None))
+            .values(
+                finished_at=now(),
+                error={"code": "worker_lost", "message": "the worker's lease expired"},
             )
-            if owned.rowcount == 0:
-                return False
-            # An earlier attempt left open belonged to a worker whose lease expired.
-            conn.execute(
-                update(t.attempts)
-                .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.finished_at.is_(None))
-                .values(
-                    finished_at=now(),
-                    error={"code": "worker_lost", "message": "the worker's lease expired"},
-                )
+        )
+        conn.execute(
+            insert(t.attempts).values(
+                job_id=lease.job_id,
+                number=lease.attempt,
+                backend=backend,
+                prompt_id=prompt_id,
+                client_id=client_id,
+                worker_id=lease.worker_id,
+                started_at=now(),
             )
-            conn.execute(
-                insert(t.attempts).values(
-                    job_id=lease.job_id,
-                    number=lease.attempt,
-                    backend=backend,
-                    prompt_id=prompt_id,
-                    client_id=client_id,
-                    worker_id=lease.worker_id,
-                    started_at=now(),
-                )
-            )
-            return True
-
-        return await self.db.write(work)
+        )
+        return True
 
     async def mark_running(self, lease: Lease, started_at: datetime | None = None) -> bool:
         """queued -> running, once the backend starts executing the prompt."""

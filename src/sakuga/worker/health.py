@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 
 from sakuga.domain.breaker import probe_delay_s
@@ -104,7 +105,8 @@ class HealthMonitor:
         error: str | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                await backend.client.system_stats()
+                backend.last_stats = await backend.client.system_stats()
+            backend.last_stats_at = time.monotonic()
         except TimeoutError:
             error = f"GET /system_stats got no answer within {timeout_s:g} s"
         except BackendError as exc:

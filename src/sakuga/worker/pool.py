@@ -43,18 +43,24 @@ class WorkerPool:
         self.ctx = ctx
         self.backends = backends
         self._wake = asyncio.Event()
+        # Set with ``_wake`` when there may be new work (a new job, a backend change); a
+        # freed slot sets only ``_wake``, and needs no claim where the queue was empty.
+        self._news = asyncio.Event()
+        self._nothing_for: set[str] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> WorkerPool:
         self._wake = self.ctx.notifier.subscribe(NEW_JOB)
-        self.backends.on_change(self._wake.set)
+        self._news = self.ctx.notifier.subscribe(NEW_JOB)
+        self.backends.on_change(self._changed)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.backends.off_change(self._wake.set)
+        self.backends.off_change(self._changed)
         self.ctx.notifier.unsubscribe(NEW_JOB, self._wake)
+        self.ctx.notifier.unsubscribe(NEW_JOB, self._news)
         tasks = [t for t in (self._dispatcher, *self._runs) if t is not None]
         for task in tasks:
             task.cancel()
@@ -62,15 +68,25 @@ class WorkerPool:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._runs.clear()
 
+    def _changed(self) -> None:
+        self._news.set()
+        self._wake.set()
+
     async def _dispatch(self) -> None:
+        polled = True
         while True:
             self._wake.clear()  # before the round: a wake-up during it means "look again"
+            if polled or self._news.is_set():
+                # Work may have appeared anywhere (the poll also covers other processes,
+                # expired leases and retry delays): every backend claims again.
+                self._news.clear()
+                self._nothing_for.clear()
             await self._round()
-            await Notifier.wait_event(self._wake, self.ctx.settings.poll_s)
+            polled = not await Notifier.wait_event(self._wake, self.ctx.settings.poll_s)
 
     async def _round(self) -> None:
         store, settings = self.ctx.store, self.ctx.settings
-        found_nothing: set[str] = set()
+        found_nothing = self._nothing_for
         while True:
             free = [b for b in self.backends.dispatchable() if b.url not in found_nothing]
             if not free:
@@ -82,6 +98,7 @@ class WorkerPool:
                     backend.url,
                     settings.lease_s,
                     elsewhere_s=settings.retry_elsewhere_s,
+                    record=True,
                 )
             except asyncio.CancelledError:
                 raise
@@ -119,11 +136,15 @@ class WorkerPool:
         except Exception:
             log.exception("job run crashed", extra={"job_id": job.id})
             backend.busy -= 1
+            ended = False
         else:
             backend.busy -= 1
             self._report(backend, run)
+            ended = True
         self._wake.set()  # a slot is free: another job may be waiting
         await self.backends.settle(backend)
+        if ended:
+            await run.record_telemetry()
 
     def _report(self, backend: Backend, run: JobRun) -> None:
         """Feed the attempt's outcome to the backend's breaker.

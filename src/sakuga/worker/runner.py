@@ -80,6 +80,9 @@ class JobRun:
         self._seen: set[tuple[str, str, str, str]] = set()
         self._started = time.monotonic()
         self._started_at: datetime | None = job.started_at if self.running else None
+        settings = ctx.settings
+        recent = backend.recent_stats(settings.probe_s)
+        self._sampler = Sampler(backend.client, settings.probe_timeout_s, recent)
 
     @property
     def _job_s(self) -> float:
@@ -96,15 +99,26 @@ class JobRun:
     async def execute(self) -> None:
         """Drive the attempt to an outcome; never raises for backend failures.
 
-        Every log line of the run carries its job_id, attempt and backend; backend
-        telemetry is sampled around it and stored on the attempt afterwards.
+        Every log line of the run carries its job_id, attempt and backend. Backend
+        telemetry is sampled from the start; ``record_telemetry`` finishes it.
         """
-        with log_context(job_id=self.job.id, attempt=self.lease.attempt, backend=self.backend.url):
-            timeout_s = self.ctx.settings.probe_timeout_s
-            async with Sampler(self.backend.client, timeout_s) as sampler:
+        with self._logged():
+            self._sampler.start()
+            try:
                 await self._execute()
-                if self.prompt_id and not self.lost.is_set():
-                    await self._save_telemetry(await sampler.result())
+            except BaseException:
+                await self._sampler.close()
+                raise
+
+    async def record_telemetry(self) -> None:
+        """After the outcome (the slot already free): store the attempt's VRAM figures."""
+        with self._logged():
+            telemetry = await self._sampler.result()
+            if self.prompt_id and not self.lost.is_set():
+                await self._save_telemetry(telemetry)
+
+    def _logged(self) -> contextlib.AbstractContextManager[None]:
+        return log_context(job_id=self.job.id, attempt=self.lease.attempt, backend=self.backend.url)
 
     async def _execute(self) -> None:
         keeper = asyncio.create_task(self._keep_lease(), name=f"lease-{self.job.id}")
@@ -150,8 +164,12 @@ class JobRun:
             ):
                 result = await self._reattach(previous.prompt_id, previous.client_id)
             if result is None:
-                self.prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
-                await self._record_attempt(client_id)
+                if self.lease.prompt is not None and not self.prompt_id:
+                    # The claim recorded this attempt already, in its own transaction.
+                    self.prompt_id, client_id = self.lease.prompt
+                else:
+                    self.prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
+                    await self._record_attempt(client_id)
                 await stage_inputs(client, self.ctx.artifacts, self.job.workflow)
                 result = await client.run(
                     self.job.workflow,

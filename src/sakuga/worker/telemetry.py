@@ -1,8 +1,9 @@
 """Backend telemetry around one attempt: ``/system_stats`` VRAM figures before and after.
 
-Telemetry never delays or fails a job: the "before" sample runs beside the dispatch, the
-"after" sample is taken once the outcome is recorded, each is bounded by a short deadline,
-and any failure only leaves the figure out.
+Telemetry never delays or fails a job: "before" is the health probe's recent reading (or a sample
+taken beside the dispatch), the
+"after" sample is taken once the outcome is recorded and the backend's slot is free again,
+each is bounded by a short deadline, and any failure only leaves the figure out.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
 from typing import Any
 
 from sakuga.comfy.client import ComfyClient
@@ -60,33 +60,34 @@ async def sample(client: ComfyClient, timeout_s: float) -> dict[str, Any] | None
 
 
 class Sampler:
-    """``async with Sampler(client, timeout_s) as s: ...; record = await s.result()``.
+    """``sampler.start()`` before the run; ``await sampler.result()`` after it (or ``close``).
 
-    Entering starts the "before" sample as a task (the run does not wait for it); leaving
-    cancels it if it is still pending.
+    "Before" is the health probe's reading when it is recent (``recent``, a
+    ``/system_stats`` body), else a sample taken in a task the run does not wait for;
+    ``result`` takes the "after" sample and always ends that task.
     """
 
-    def __init__(self, client: ComfyClient, timeout_s: float) -> None:
+    def __init__(self, client: ComfyClient, timeout_s: float, recent: Any = None) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        self._recent = device_figures(recent) if recent is not None else None
         self._before: asyncio.Task[dict[str, Any] | None] | None = None
 
-    async def __aenter__(self) -> Sampler:
-        self._before = asyncio.create_task(sample(self.client, self.timeout_s))
-        return self
+    def start(self) -> None:
+        if self._recent is None:
+            self._before = asyncio.create_task(sample(self.client, self.timeout_s))
 
     async def result(self) -> dict[str, Any] | None:
         """Take the "after" sample and combine it with "before" (each bounded)."""
-        after = await sample(self.client, self.timeout_s)
-        before = await self._before if self._before is not None else None
+        try:
+            after = await sample(self.client, self.timeout_s)
+            before = await self._before if self._before is not None else self._recent
+        finally:
+            await self.close()
         return telemetry_record(before, after)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Cancel the "before" sample if it is still pending."""
         if self._before is not None and not self._before.done():
             self._before.cancel()
             with contextlib.suppress(asyncio.CancelledError):
