@@ -17,7 +17,7 @@ from sakuga.api.views import output_view
 from sakuga.domain.jobs import Job
 from sakuga.errors import NotFound
 from sakuga.notify import job_key
-from sakuga.store.jobs import JobDetail
+from sakuga.store.job_queries import JobDetail
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
 

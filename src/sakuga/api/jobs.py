@@ -33,7 +33,7 @@ from sakuga.errors import (
 )
 from sakuga.notify import NEW_JOB, cancel_key, job_key
 from sakuga.store import NewJob
-from sakuga.store.jobs import JobDetail
+from sakuga.store.job_queries import JobDetail
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sakuga.api.signing import UrlSigner
 from sakuga.domain.jobs import Job, JobStatus
-from sakuga.store.jobs import JobDetail
+from sakuga.store.job_queries import JobDetail
 
 # How long an unsigned content link (the content route itself, which needs a key) is
 # promised to work; comfy-sdk's Asset model still requires a time. The API passes a signer,

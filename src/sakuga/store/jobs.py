@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from sakuga.domain.jobs import ACTIVE, Job, JobStatus, cancel_target
-from sakuga.errors import IdempotencyKeyReuse, QueueFull
+from sakuga.domain.jobs import Job, JobStatus, cancel_target
+from sakuga.errors import IdempotencyKeyReuse
 from sakuga.store import tables as t
 from sakuga.store.db import Database
+from sakuga.store.job_queries import (
+    JobDetail,
+    active_before,
+    median_run_s,
+    now,
+    queued_before,
+    read_detail,
+    read_job,
+    read_outputs,
+    within_caps,
+)
 from sakuga.store.outbox import Outbox, enqueue_for_job
-from sakuga.store.records import attempt_from_row, job_from_row
+from sakuga.store.records import job_from_row
 
-ETA_SAMPLES = 3
 IDEMPOTENCY_TTL = timedelta(hours=24)
-ETA_WINDOW = 20
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,6 @@ class Placement:
     queue_position: int
     median_run_s: float | None
     ahead: int
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 class JobStore:
@@ -105,17 +109,17 @@ class JobStore:
         self, conn: Connection, batch: list[NewJob], at: datetime
     ) -> list[BaseException | Placement]:
         results: list[BaseException | Placement | None] = [None] * len(batch)
-        admitted = _within_caps(conn, batch, results)
+        admitted = within_caps(conn, batch, results)
         if admitted:
             # The 201 answer needs the queue position and ETA: a few queries per batch,
             # not per job, since a batch's jobs are queued one after another.
             insert = t.jobs.insert().returning(t.jobs.c.seq, sort_by_parameter_order=True)
             rows = [self._row(batch[i], at) for i in admitted]
             seqs: list[int] = list(map(int, conn.execute(insert, rows).scalars().all()))
-            queued = _position(conn, seqs[0]) - 1
-            active = _active_before(conn, seqs[0])
+            queued = queued_before(conn, seqs[0])
+            active = active_before(conn, seqs[0])
             fingerprints = {batch[i].fingerprint for i in admitted}
-            medians = {fp: _median_run_s(conn, fp) for fp in fingerprints}
+            medians = {fp: median_run_s(conn, fp) for fp in fingerprints}
             for n, (i, seq) in enumerate(zip(admitted, seqs, strict=True)):
                 median = medians[batch[i].fingerprint]
                 results[i] = Placement(seq, queued + n + 1, median, active + n)
@@ -230,7 +234,7 @@ class JobStore:
         """1 for the next job to start; None unless queued."""
         if job.status is not JobStatus.QUEUED:
             return None
-        return await self.db.read(lambda conn: _position(conn, job.seq))
+        return await self.db.read(lambda conn: queued_before(conn, job.seq) + 1)
 
     async def outputs(self, job_id: str) -> list[dict[str, Any]]:
         """The job's output asset rows in the order they were stored."""
@@ -283,126 +287,3 @@ class JobStore:
         if webhook is not None:
             self.outbox.wake()
         return changed
-
-
-# -- unit-of-work queries (synchronous, on the caller's connection) ----------------------
-
-
-def _within_caps(
-    conn: Connection, batch: list[NewJob], results: list[BaseException | Placement | None]
-) -> list[int]:
-    """Indexes of the jobs their owner's queued-jobs cap admits; the rest get QueueFull."""
-    capped = {new.owner for new in batch if new.max_queued is not None}
-    queued = {owner: _queued_of(conn, owner) for owner in capped}
-    admitted: list[int] = []
-    for i, new in enumerate(batch):
-        if new.max_queued is not None:
-            if queued[new.owner] >= new.max_queued:
-                results[i] = QueueFull.over_cap(queued[new.owner], new.max_queued)
-                continue
-            queued[new.owner] += 1
-        admitted.append(i)
-    return admitted
-
-
-def _queued_of(conn: Connection, owner: str) -> int:
-    count = conn.scalar(
-        select(func.count())
-        .select_from(t.jobs)
-        .where(t.jobs.c.owner == owner, t.jobs.c.status == JobStatus.QUEUED.value)
-    )
-    return int(count or 0)
-
-
-@dataclass(frozen=True)
-class JobDetail:
-    """A job with everything its API view shows, read in one transaction."""
-
-    job: Job
-    outputs: list[dict[str, Any]]
-    queue_position: int | None = None
-    # Median run seconds of recent jobs like this one (None below 3 samples).
-    median_run_s: float | None = None
-    # Active jobs ahead of this one (ETA).
-    ahead: int = 0
-
-
-def read_job(
-    conn: Connection, job_id: str, owner: str | None, *, attempts: bool = True
-) -> Job | None:
-    """The job row (and attempts), as the owner sees it: past ``expires_at`` it is gone."""
-    query = select(t.jobs).where(t.jobs.c.id == job_id)
-    if owner is not None:
-        # A caller's view: past its retention (``expires_at``) a job is gone (API-V2 §3).
-        query = query.where(t.jobs.c.owner == owner, t.jobs.c.expires_at > now())
-    row = conn.execute(query).mappings().first()
-    if row is None:
-        return None
-    if not attempts:
-        return job_from_row(row)
-    attempt_rows = (
-        conn.execute(
-            select(t.attempts).where(t.attempts.c.job_id == job_id).order_by(t.attempts.c.number)
-        )
-        .mappings()
-        .all()
-    )
-    return job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
-
-
-def read_detail(
-    conn: Connection, job_id: str, owner: str | None, *, attempts: bool = True, eta: bool = True
-) -> JobDetail | None:
-    """``read_job`` plus outputs, queue position and (unless terminal or not asked) ETA."""
-    job = read_job(conn, job_id, owner, attempts=attempts)
-    if job is None:
-        return None
-    outputs = read_outputs(conn, job_id)
-    position = _position(conn, job.seq) if job.status is JobStatus.QUEUED else None
-    if not eta or job.terminal:
-        return JobDetail(job, outputs, position)
-    median = _median_run_s(conn, job.fingerprint)
-    return JobDetail(job, outputs, position, median, _active_before(conn, job.seq))
-
-
-def read_outputs(conn: Connection, job_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(t.assets)
-        .where(t.assets.c.job_id == job_id)
-        .order_by(t.assets.c.created_at, t.assets.c.id)
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
-def _position(conn: Connection, seq: int) -> int:
-    ahead = conn.scalar(
-        select(func.count())
-        .select_from(t.jobs)
-        .where(t.jobs.c.status == JobStatus.QUEUED.value, t.jobs.c.seq < seq)
-    )
-    return int(ahead or 0) + 1
-
-
-def _active_before(conn: Connection, seq: int) -> int:
-    ahead = conn.scalar(
-        select(func.count())
-        .select_from(t.jobs)
-        .where(t.jobs.c.status.in_([s.value for s in ACTIVE]), t.jobs.c.seq < seq)
-    )
-    return int(ahead or 0)
-
-
-def _median_run_s(conn: Connection, fingerprint: str) -> float | None:
-    samples: list[int] = list(
-        conn.scalars(
-            select(t.jobs.c.run_ms)
-            .where(
-                t.jobs.c.fingerprint == fingerprint,
-                t.jobs.c.status == JobStatus.SUCCEEDED.value,
-                t.jobs.c.run_ms.is_not(None),
-            )
-            .order_by(t.jobs.c.seq.desc())
-            .limit(ETA_WINDOW)
-        )
-    )
-    return statistics.median(samples) / 1000 if len(samples) >= ETA_SAMPLES else None

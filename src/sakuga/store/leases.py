@@ -11,16 +11,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, cast, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus
 from sakuga.domain.webhooks import event_for
 from sakuga.store import tables as t
 from sakuga.store.db import Database
-from sakuga.store.jobs import now
+from sakuga.store.job_queries import now, read_attempts
 from sakuga.store.outbox import Outbox, enqueue_for_job
-from sakuga.store.records import attempt_from_row, job_from_row
+from sakuga.store.records import job_from_row
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,7 @@ class LeaseStore:
     def __init__(self, db: Database, outbox: Outbox | None = None) -> None:
         self.db = db
         self.outbox = outbox or Outbox(db)
-
-    def _owned(self, lease: Lease) -> Any:
-        return and_(
-            t.jobs.c.id == lease.job_id,
-            t.jobs.c.lease_owner == lease.worker_id,
-            t.jobs.c.attempt_count == lease.attempt,
-        )
+        self._claims = _claim_statements(db)
 
     async def claim(
         self,
@@ -63,69 +57,23 @@ class LeaseStore:
         With ``record``, a job with no attempt left unfinished (nothing to re-attach to)
         gets its new attempt on ``backend`` in the same transaction: ``Lease.prompt``.
         """
-        db_now = self.db.now_epoch()
-        eligible = or_(
-            cast(t.jobs.c.eligible_backends, String) == "[]",
-            cast(t.jobs.c.eligible_backends, String).like(f'%"{backend}"%'),
-        )
-        claimable = (
-            t.jobs.c.status.in_([s.value for s in ACTIVE]),
-            or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
-            or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= db_now),
-            or_(
-                t.jobs.c.backend.is_(None),
-                t.jobs.c.backend != backend,
-                t.jobs.c.transient_failures == 0,
-                t.jobs.c.not_before + elsewhere_s <= db_now,
-            ),
-            eligible,
-        )
+        probe, take = self._claims
+        bound = {
+            "b_backend": backend,
+            "eligible": f'%"{backend}"%',
+            "elsewhere_s": elsewhere_s,
+        }
         # Most claims find nothing (a slot freed, a poll): a plain read says so without
         # taking the write lock; the UPDATE below re-checks, so a race only costs a retry.
-        probe = select(t.jobs.c.seq).where(*claimable).limit(1)
-        if await self.db.read(lambda conn: conn.scalar(probe)) is None:
+        if await self.db.read(lambda conn: conn.scalar(probe, bound)) is None:
             return None
-        pick = (
-            select(t.jobs.c.seq)
-            .where(*claimable)
-            # A retry prefers another backend than the one it failed on; oldest first.
-            .order_by(
-                case(
-                    (and_(t.jobs.c.backend == backend, t.jobs.c.transient_failures > 0), 1),
-                    else_=0,
-                ),
-                t.jobs.c.seq,
-            )
-            .limit(1)
-        )
-        if not self.db.is_sqlite:
-            pick = pick.with_for_update(skip_locked=True)
-        statement = (
-            update(t.jobs)
-            .where(t.jobs.c.seq == pick.scalar_subquery())
-            .values(
-                lease_owner=worker_id,
-                lease_expires=db_now + lease_s,
-                attempt_count=t.jobs.c.attempt_count + 1,
-                updated_at=now(),
-            )
-            .returning(*t.jobs.c)
-        )
+        taking = {**bound, "worker_id": worker_id, "lease_s": lease_s, "at": now()}
 
         def work(conn: Connection) -> tuple[Job, Lease] | None:
-            row = conn.execute(statement).mappings().first()
+            row = conn.execute(take, taking).mappings().first()
             if row is None:
                 return None
-            attempt_rows = (
-                conn.execute(
-                    select(t.attempts)
-                    .where(t.attempts.c.job_id == row["id"])
-                    .order_by(t.attempts.c.number)
-                )
-                .mappings()
-                .all()
-            )
-            job = job_from_row(row, [attempt_from_row(a) for a in attempt_rows])
+            job = job_from_row(row, read_attempts(conn, row["id"]))
             lease = Lease(job.id, worker_id, job.attempt_count)
             last = job.attempts[-1] if job.attempts else None
             canceled = job.cancel_requested and job.status is JobStatus.QUEUED
@@ -141,11 +89,11 @@ class LeaseStore:
         """Extend the lease; None when it was lost, else whether a cancel was requested."""
         statement = (
             update(t.jobs)
-            .where(self._owned(lease))
+            .where(_OWNED)
             .values(lease_expires=self.db.now_epoch() + lease_s)
             .returning(t.jobs.c.cancel_requested)
         )
-        row = await self.db.write(lambda conn: conn.execute(statement).first())
+        row = await self.db.write(lambda conn: conn.execute(statement, _bound(lease)).first())
         return None if row is None else bool(row[0])
 
     async def cancel_requested(self, lease: Lease) -> bool:
@@ -163,49 +111,37 @@ class LeaseStore:
     def _record(
         self, conn: Connection, lease: Lease, backend: str, prompt_id: str, client_id: str
     ) -> bool:
-        owned = conn.execute(
-            update(t.jobs).where(self._owned(lease)).values(backend=backend, updated_at=now())
-        )
-        if owned.rowcount == 0:
+        at = now()
+        if not _update_owned(conn, lease, backend=backend, updated_at=at):
             return False
         # An earlier attempt left open belonged to a worker whose lease expired.
+        lost = {"code": "worker_lost", "message": "the worker's lease expired"}
         conn.execute(
-            update(t.attempts)
-            .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.finished_at.is_(None))
-            .values(
-                finished_at=now(),
-                error={"code": "worker_lost", "message": "the worker's lease expired"},
-            )
+            _CLOSE_OPEN_ATTEMPTS, {"b_job": lease.job_id, "finished_at": at, "error": lost}
         )
-        conn.execute(
-            insert(t.attempts).values(
-                job_id=lease.job_id,
-                number=lease.attempt,
-                backend=backend,
-                prompt_id=prompt_id,
-                client_id=client_id,
-                worker_id=lease.worker_id,
-                started_at=now(),
-            )
-        )
+        attempt = {
+            "job_id": lease.job_id,
+            "number": lease.attempt,
+            "backend": backend,
+            "prompt_id": prompt_id,
+            "client_id": client_id,
+            "worker_id": lease.worker_id,
+            "started_at": at,
+        }
+        conn.execute(_INSERT_ATTEMPT, attempt)
         return True
 
     async def mark_running(self, lease: Lease, started_at: datetime | None = None) -> bool:
         """queued -> running, once the backend starts executing the prompt."""
         at = started_at or now()
         db_now = self.db.now_epoch()
+        values = {"status": JobStatus.RUNNING.value, "started_at": at, "updated_at": at}
 
         def work(conn: Connection) -> tuple[bool, str | None]:
-            result = conn.execute(
-                update(t.jobs)
-                .where(self._owned(lease), t.jobs.c.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.RUNNING.value, started_at=at, updated_at=at)
-            )
-            if result.rowcount:
+            if conn.execute(_START, {**_bound(lease), **values}).rowcount:
                 # The outbox row commits with the change, or not at all.
                 return True, enqueue_for_job(conn, lease.job_id, "job.running", db_now)
-            still = conn.scalar(select(t.jobs.c.id).where(self._owned(lease)))
-            return still is not None, None
+            return conn.scalar(_STILL_OWNED, _bound(lease)) is not None, None
 
         owned, webhook = await self.db.write(work)
         if webhook is not None:
@@ -213,19 +149,17 @@ class LeaseStore:
         return owned
 
     async def set_progress(self, lease: Lease, progress: dict[str, Any]) -> bool:
-        statement = (
-            update(t.jobs).where(self._owned(lease)).values(progress=progress, updated_at=now())
+        return await self.db.write(
+            lambda conn: _update_owned(conn, lease, progress=progress, updated_at=now())
         )
-        return await self.db.write(lambda conn: bool(conn.execute(statement).rowcount))
 
     async def add_output(self, lease: Lease, asset: dict[str, Any]) -> bool:
         """Store one output asset row, unless the lease was lost."""
 
         def work(conn: Connection) -> bool:
-            result = conn.execute(update(t.jobs).where(self._owned(lease)).values(updated_at=now()))
-            if result.rowcount == 0:
+            if not _update_owned(conn, lease, updated_at=now()):
                 return False
-            conn.execute(insert(t.assets).values(**asset))
+            conn.execute(_INSERT_ASSET, asset)
             return True
 
         return await self.db.write(work)
@@ -258,16 +192,12 @@ class LeaseStore:
             values["progress"] = progress
         db_now = self.db.now_epoch()
         event = event_for(status)
+        ended = {**_attempt_of(lease), "finished_at": at, "error": attempt_error or error}
 
         def work(conn: Connection) -> tuple[bool, str | None]:
-            result = conn.execute(update(t.jobs).where(self._owned(lease)).values(**values))
-            if result.rowcount == 0:
+            if not _update_owned(conn, lease, **values):
                 return False, None
-            conn.execute(
-                update(t.attempts)
-                .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
-                .values(finished_at=at, error=attempt_error or error)
-            )
+            conn.execute(_UPDATE_ATTEMPT, ended)
             if event is None:
                 return True, None
             # The outbox row commits with the outcome, or not at all.
@@ -294,7 +224,7 @@ class LeaseStore:
         def work(conn: Connection) -> bool:
             result = conn.execute(
                 update(t.jobs)
-                .where(self._owned(lease))
+                .where(_OWNED)
                 .values(
                     status=JobStatus.QUEUED.value,
                     updated_at=at,
@@ -304,15 +234,12 @@ class LeaseStore:
                     transient_failures=t.jobs.c.transient_failures + 1,
                     poison_strikes=t.jobs.c.poison_strikes + (1 if strike else 0),
                     progress=progress,
-                )
+                ),
+                _bound(lease),
             )
             if result.rowcount == 0:
                 return False
-            conn.execute(
-                update(t.attempts)
-                .where(t.attempts.c.job_id == lease.job_id, t.attempts.c.number == lease.attempt)
-                .values(finished_at=at, error=error)
-            )
+            conn.execute(_UPDATE_ATTEMPT, {**_attempt_of(lease), "finished_at": at, "error": error})
             return True
 
         return await self.db.write(work)
@@ -331,22 +258,99 @@ class LeaseStore:
         Written after the outcome (so it never delays it), when the job lease is already
         released: the condition is the attempt row this worker recorded for this lease.
         """
-        statement = (
-            update(t.attempts)
-            .where(
-                t.attempts.c.job_id == lease.job_id,
-                t.attempts.c.number == lease.attempt,
-                t.attempts.c.worker_id == lease.worker_id,
-            )
-            .values(telemetry=telemetry)
+        bound = {**_attempt_of(lease), "b_worker": lease.worker_id, "telemetry": telemetry}
+        return await self.db.write(
+            lambda conn: bool(conn.execute(_UPDATE_OWN_ATTEMPT, bound).rowcount)
         )
-        return await self.db.write(lambda conn: bool(conn.execute(statement).rowcount))
 
     async def release(self, lease: Lease) -> None:
         """Give the job back (shutdown): the next claimant re-attaches to its prompt."""
-        statement = (
-            update(t.jobs)
-            .where(self._owned(lease))
-            .values(lease_owner=None, lease_expires=None, updated_at=now())
+        await self.db.write(
+            lambda conn: _update_owned(
+                conn, lease, lease_owner=None, lease_expires=None, updated_at=now()
+            )
         )
-        await self.db.write(lambda conn: conn.execute(statement).rowcount)
+
+
+# -- statements built once; the lease's values are bound per call --------------------------
+
+_OWNED = and_(
+    t.jobs.c.id == bindparam("b_job"),
+    t.jobs.c.lease_owner == bindparam("b_worker"),
+    t.jobs.c.attempt_count == bindparam("b_attempt"),
+)
+# Executed with the lease's ``b_*`` values plus column values: those become the SET list.
+_UPDATE_OWNED = update(t.jobs).where(_OWNED)
+_START = update(t.jobs).where(_OWNED, t.jobs.c.status == JobStatus.QUEUED.value)
+_STILL_OWNED = select(t.jobs.c.id).where(_OWNED)
+_THIS_ATTEMPT = and_(
+    t.attempts.c.job_id == bindparam("b_job"), t.attempts.c.number == bindparam("b_attempt")
+)
+_UPDATE_ATTEMPT = update(t.attempts).where(_THIS_ATTEMPT)
+_UPDATE_OWN_ATTEMPT = update(t.attempts).where(
+    _THIS_ATTEMPT, t.attempts.c.worker_id == bindparam("b_worker")
+)
+_CLOSE_OPEN_ATTEMPTS = update(t.attempts).where(
+    t.attempts.c.job_id == bindparam("b_job"), t.attempts.c.finished_at.is_(None)
+)
+_INSERT_ATTEMPT = insert(t.attempts)
+_INSERT_ASSET = insert(t.assets)
+
+
+def _bound(lease: Lease) -> dict[str, Any]:
+    return {"b_job": lease.job_id, "b_worker": lease.worker_id, "b_attempt": lease.attempt}
+
+
+def _attempt_of(lease: Lease) -> dict[str, Any]:
+    return {"b_job": lease.job_id, "b_attempt": lease.attempt}
+
+
+def _update_owned(conn: Connection, lease: Lease, **values: Any) -> bool:
+    """SET ``values`` on the job if ``lease`` still owns it; False when it does not."""
+    return bool(conn.execute(_UPDATE_OWNED, {**_bound(lease), **values}).rowcount)
+
+
+def _claim_statements(db: Database) -> tuple[Any, Any]:
+    """The claim's probe and its UPDATE, built once per database (its clock differs)."""
+    db_now = db.now_epoch()
+    backend: Any = bindparam("b_backend")
+    claimable = (
+        t.jobs.c.status.in_([s.value for s in ACTIVE]),
+        or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
+        or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= db_now),
+        or_(
+            t.jobs.c.backend.is_(None),
+            t.jobs.c.backend != backend,
+            t.jobs.c.transient_failures == 0,
+            t.jobs.c.not_before + bindparam("elsewhere_s") <= db_now,
+        ),
+        or_(
+            cast(t.jobs.c.eligible_backends, String) == "[]",
+            cast(t.jobs.c.eligible_backends, String).like(bindparam("eligible")),
+        ),
+    )
+    probe = select(t.jobs.c.seq).where(*claimable).limit(1)
+    pick = (
+        select(t.jobs.c.seq)
+        .where(*claimable)
+        # A retry prefers another backend than the one it failed on; oldest first.
+        .order_by(
+            case((and_(t.jobs.c.backend == backend, t.jobs.c.transient_failures > 0), 1), else_=0),
+            t.jobs.c.seq,
+        )
+        .limit(1)
+    )
+    if not db.is_sqlite:
+        pick = pick.with_for_update(skip_locked=True)
+    take = (
+        update(t.jobs)
+        .where(t.jobs.c.seq == pick.scalar_subquery())
+        .values(
+            lease_owner=bindparam("worker_id"),
+            lease_expires=db_now + bindparam("lease_s"),
+            attempt_count=t.jobs.c.attempt_count + 1,
+            updated_at=bindparam("at"),
+        )
+        .returning(*t.jobs.c)
+    )
+    return probe, take

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -109,9 +109,17 @@ def enqueue_for_job(
     conn: Connection, job_id: str, event_type: str, db_now: ColumnElement[float]
 ) -> str | None:
     """``enqueue`` for the job row as it stands in this transaction; None without a webhook."""
-    query = select(t.jobs).where(t.jobs.c.id == job_id, t.jobs.c.webhook_url.is_not(None))
-    row = conn.execute(query).mappings().first()
+    # Most jobs have no webhook: a cheap look first, the whole row only when there is one.
+    if conn.scalar(_HAS_WEBHOOK, {"job_id": job_id}) is None:
+        return None
+    row = conn.execute(_JOB_ROW, {"job_id": job_id}).mappings().first()
     return None if row is None else enqueue(conn, row, event_type, db_now)
+
+
+_HAS_WEBHOOK = select(t.jobs.c.seq).where(
+    t.jobs.c.id == bindparam("job_id"), t.jobs.c.webhook_url.is_not(None)
+)
+_JOB_ROW = select(t.jobs).where(t.jobs.c.id == bindparam("job_id"))
 
 
 class Outbox:

@@ -1,9 +1,9 @@
 """Backend telemetry around one attempt: ``/system_stats`` VRAM figures before and after.
 
-Telemetry never delays or fails a job: "before" is the health probe's recent reading (or a sample
-taken beside the dispatch), the
-"after" sample is taken once the outcome is recorded and the backend's slot is free again,
-each is bounded by a short deadline, and any failure only leaves the figure out.
+Telemetry never delays or fails a job: "before" is the health probe's recent reading (or
+a sample taken beside the dispatch), "after" is sampled once the outcome is recorded and
+the backend's slot is free again, each is bounded by a short deadline, and any failure
+only leaves the figure out.
 """
 
 from __future__ import annotations
