@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 PREVIEW_IMAGE = 1
 TEXT = 3
@@ -53,7 +53,7 @@ class Connection:
                     await self.websocket.send_text(frame)
                 elif isinstance(frame, bytes):
                     await self.websocket.send_bytes(frame)
-            except (RuntimeError, OSError):
+            except (RuntimeError, OSError, WebSocketDisconnect):
                 return  # the client went away; its receive loop unregisters it
 
 
