@@ -23,7 +23,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         "sqlite+aiosqlite:///./sakuga-data/sakuga.db",
-        description="SQLAlchemy async URL: SQLite (WAL) or postgresql+asyncpg://…",
+        description="SQLAlchemy URL: SQLite (WAL; sqlite:/// and sqlite+aiosqlite:/// alike) "
+        "or postgresql+asyncpg://…",
     )
     data_dir: Path = Field(Path("./sakuga-data"), description="Artifacts and engine files.")
     backends: Annotated[list[str], NoDecode] = Field(

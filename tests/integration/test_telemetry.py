@@ -15,7 +15,14 @@ import pytest
 
 from sakuga.comfy.client import ComfyClient
 from sakuga.logs import ContextFilter, JsonFormatter
-from sakuga.worker.telemetry import Sampler, device_figures, sample, telemetry_record
+from sakuga.worker.telemetry import (
+    AFTER_WINDOW_S,
+    Readings,
+    Sampler,
+    device_figures,
+    sample,
+    telemetry_record,
+)
 from tests.fixtures.api import RunningApi
 from tests.integration.jobs_support import finish, long_job, submit
 
@@ -100,9 +107,9 @@ async def test_a_backend_without_system_stats_gives_no_figure() -> None:
 
     async with stats_client(broken) as client:
         assert await sample(client, timeout_s=1.0) is None
-        sampler = Sampler(client, timeout_s=1.0)
+        sampler = Sampler(client, Readings(), timeout_s=1.0, fresh_s=5.0)
         sampler.start()
-        assert await sampler.result() is None
+        assert await sampler.result(time.monotonic() - AFTER_WINDOW_S) is None
 
 
 async def test_a_hanging_system_stats_is_abandoned_at_its_deadline() -> None:
@@ -112,10 +119,40 @@ async def test_a_hanging_system_stats_is_abandoned_at_its_deadline() -> None:
 
     async with stats_client(hanging) as client:
         started = time.monotonic()
-        sampler = Sampler(client, timeout_s=0.1)
+        sampler = Sampler(client, Readings(), timeout_s=0.1, fresh_s=5.0)
         sampler.start()
-        assert await sampler.result() is None
+        assert await sampler.result(time.monotonic() - AFTER_WINDOW_S) is None
         assert time.monotonic() - started < 1.0
+
+
+async def test_attempts_ending_together_share_one_after_reading() -> None:
+    # A fake backend (MockTransport) because the test counts the requests it receives.
+    asked: list[float] = []
+
+    def stats(request: httpx.Request) -> httpx.Response:
+        asked.append(time.monotonic())
+        device = {"name": "cuda:0", "vram_total": 8, "vram_free": len(asked)}
+        return httpx.Response(200, json={"devices": [device]})
+
+    async with stats_client(stats) as client:
+        readings = Readings()
+        ended = time.monotonic()
+        first, second = await asyncio.gather(
+            readings.after(client, ended, 1.0, window_s=0.05),
+            readings.after(client, ended + 0.01, 1.0, window_s=0.05),
+        )
+        assert len(asked) == 1 and first == second and first is not None
+        assert asked[0] >= ended + 0.05  # taken after the window, so after both ended
+        # An attempt that ends after that reading gets a fresh one.
+        later = await readings.after(client, time.monotonic(), 1.0, window_s=0.0)
+        assert len(asked) == 2 and later is not None and later["vram_free"] == 2
+
+
+async def test_a_recent_probe_reading_is_the_before_figure() -> None:
+    readings = Readings()
+    readings.record({"devices": [{"name": "cuda:0", "vram_total": 8, "vram_free": 5}]})
+    assert readings.recent(5.0) == {"name": "cuda:0", "vram_total": 8, "vram_free": 5}
+    assert readings.recent(0.0) is None  # older than allowed
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from sakuga.api.auth import require_scope
 from sakuga.api.deps import Services, base_url, owner, services
@@ -39,14 +41,24 @@ async def job_events(
     who: Annotated[str, Depends(owner)],
 ) -> EventSourceResponse:
     """Server-sent events: ``status``, ``progress``, ``output``; ends after the terminal status."""
-    first = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
+    key = job_key(job_id)
+    # Subscribed before the first read, so no change can slip between the two.
+    wake = svc.notifier.subscribe(key)
+    try:
+        first = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
+    except BaseException:
+        svc.notifier.unsubscribe(key, wake)
+        raise
     if first is None:
+        svc.notifier.unsubscribe(key, wake)
         raise NotFound(f"job {job_id!r} not found")
-    stream = _stream(svc, first, who, base_url(request))
     return EventSourceResponse(
-        stream,
+        _stream(svc, first, wake, who, base_url(request)),
         ping=KEEPALIVE_S,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # Also when the stream never started (the client left at once); unsubscribing twice
+        # is harmless.
+        background=BackgroundTask(svc.notifier.unsubscribe, key, wake),
     )
 
 
@@ -55,14 +67,10 @@ def _frame(name: str, data: dict[str, Any]) -> dict[str, str]:
 
 
 async def _stream(
-    svc: Services, first: JobDetail, who: str, base: str
+    svc: Services, first: JobDetail, wake: asyncio.Event, who: str, base: str
 ) -> AsyncIterator[dict[str, str]]:
     job_id = first.job.id
-    wake = svc.notifier.subscribe(job_key(job_id))
     detail: JobDetail | None = first
-    # The first read came before the subscription: read once more without waiting, or a
-    # change in between would wait for the backstop.
-    subscribed_late = True
     last_status: tuple[str, int | None] | None = None
     last_progress: dict[str, Any] | None = None
     sent: set[str] = set()
@@ -85,9 +93,7 @@ async def _stream(
             if job.terminal:
                 yield _frame("status", {"status": job.status.value, "queue_position": None})
                 return
-            if not subscribed_late:
-                await svc.notifier.wait_event(wake, BACKSTOP_S)
-            subscribed_late = False
+            await svc.notifier.wait_event(wake, BACKSTOP_S)
             wake.clear()
             # One read per wake: the job, its outputs and queue position together.
             detail = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)

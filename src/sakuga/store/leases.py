@@ -50,14 +50,16 @@ class LeaseStore:
         *,
         elsewhere_s: float = 0.0,
         record: bool = False,
+        probe: bool = True,
     ) -> tuple[Job, Lease] | None:
         """Take the oldest runnable job for ``backend`` (new, or whose lease expired).
 
         A job that failed on ``backend`` waits ``elsewhere_s`` more for another backend.
         With ``record``, a job with no attempt left unfinished (nothing to re-attach to)
         gets its new attempt on ``backend`` in the same transaction: ``Lease.prompt``.
+        ``probe=False`` skips the read-only look first, for a caller that expects a job.
         """
-        probe, take = self._claims
+        look, take = self._claims
         bound = {
             "b_backend": backend,
             "eligible": f'%"{backend}"%',
@@ -65,7 +67,7 @@ class LeaseStore:
         }
         # Most claims find nothing (a slot freed, a poll): a plain read says so without
         # taking the write lock; the UPDATE below re-checks, so a race only costs a retry.
-        if await self.db.read(lambda conn: conn.scalar(probe, bound)) is None:
+        if probe and await self.db.read(lambda conn: conn.scalar(look, bound)) is None:
             return None
         taking = {**bound, "worker_id": worker_id, "lease_s": lease_s, "at": now()}
 

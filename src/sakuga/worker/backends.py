@@ -30,6 +30,7 @@ from sakuga.errors import (
     WorkflowInvalid,
 )
 from sakuga.store import Store
+from sakuga.worker.telemetry import Readings
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,8 @@ class Backend:
     probe_failures: int = 0
     last_probe_at: datetime | None = None
     last_error: str | None = None
-    # The body of the last answered probe (``/system_stats``) and when it came (monotonic).
-    last_stats: Any = None
-    last_stats_at: float = 0.0
+    readings: Readings = field(default_factory=Readings)  # its /system_stats
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def recent_stats(self, max_age_s: float) -> Any:
-        """The last probe's ``/system_stats`` body if at most ``max_age_s`` old, else None."""
-        if self.last_stats is None or time.monotonic() - self.last_stats_at > max_age_s:
-            return None
-        return self.last_stats
 
     @property
     def healthy(self) -> bool:

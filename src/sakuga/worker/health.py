@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from datetime import UTC, datetime
 
 from sakuga.domain.breaker import probe_delay_s
@@ -105,8 +104,7 @@ class HealthMonitor:
         error: str | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                backend.last_stats = await backend.client.system_stats()
-            backend.last_stats_at = time.monotonic()
+                backend.readings.record(await backend.client.system_stats())
         except TimeoutError:
             error = f"GET /system_stats got no answer within {timeout_s:g} s"
         except BackendError as exc:

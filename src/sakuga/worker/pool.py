@@ -76,15 +76,20 @@ class WorkerPool:
         polled = True
         while True:
             self._wake.clear()  # before the round: a wake-up during it means "look again"
-            if polled or self._news.is_set():
+            news = self._news.is_set()
+            if polled or news:
                 # Work may have appeared anywhere (the poll also covers other processes,
                 # expired leases and retry delays): every backend claims again.
                 self._news.clear()
                 self._nothing_for.clear()
-            await self._round()
+            await self._round(expect_job=news)
             polled = not await Notifier.wait_event(self._wake, self.ctx.settings.poll_s)
 
-    async def _round(self) -> None:
+    async def _round(self, *, expect_job: bool) -> None:
+        """Claim for free backends until each is full or finds nothing.
+
+        ``expect_job``: a new job was announced, so the first claim skips its read-only look.
+        """
         store, settings = self.ctx.store, self.ctx.settings
         found_nothing = self._nothing_for
         while True:
@@ -99,12 +104,14 @@ class WorkerPool:
                     settings.lease_s,
                     elsewhere_s=settings.retry_elsewhere_s,
                     record=True,
+                    probe=not expect_job,
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store is unreachable: the next poll tries again
                 log.exception("claim failed", extra={"backend": backend.url})
                 return
+            expect_job = False
             if claimed is None:
                 found_nothing.add(backend.url)
                 continue

@@ -81,8 +81,13 @@ class JobRun:
         self._started = time.monotonic()
         self._started_at: datetime | None = job.started_at if self.running else None
         settings = ctx.settings
-        recent = backend.recent_stats(settings.probe_s)
-        self._sampler = Sampler(backend.client, settings.probe_timeout_s, recent)
+        self._sampler = Sampler(
+            backend.client,
+            backend.readings,
+            timeout_s=settings.probe_timeout_s,
+            fresh_s=settings.probe_s,
+        )
+        self._ended_at = 0.0  # time.monotonic() once the outcome is recorded
 
     @property
     def _job_s(self) -> float:
@@ -113,7 +118,7 @@ class JobRun:
     async def record_telemetry(self) -> None:
         """After the outcome (the slot already free): store the attempt's VRAM figures."""
         with self._logged():
-            telemetry = await self._sampler.result()
+            telemetry = await self._sampler.result(self._ended_at or time.monotonic())
             if self.prompt_id and not self.lost.is_set():
                 await self._save_telemetry(telemetry)
 
@@ -371,6 +376,7 @@ class JobRun:
             run_ms=run_ms if status is JobStatus.SUCCEEDED else None,
             attempt_error=attempt_error,
         )
+        self._ended_at = time.monotonic()
         if not ok:
             self.lost.set()
             raise LeaseLost(self.job.id)
