@@ -70,12 +70,12 @@ class Context:
         return path
 
     @asynccontextmanager
-    async def backends(self, data_dir: Path) -> AsyncIterator[tuple[str, ...]]:
-        """No backend (the server embeds its engine), or one engine process at 0 s."""
+    async def backends(self, data_dir: Path, step_s: float = 0.0) -> AsyncIterator[tuple[str, ...]]:
+        """No backend (the server embeds its engine), or one engine process at ``step_s``."""
         if self.engine == "embedded":
             yield ()
             return
-        async with engine_process(data_dir / "engine-process") as url:
+        async with engine_process(data_dir / "engine-process", step_s) as url:
             yield (url,)
 
     def server(
@@ -86,8 +86,9 @@ class Context:
         *,
         workers: bool = True,
         capacity: int = 2,
+        step_s: float = 0.0,
     ) -> BenchServer:
-        """sakuga on ``database_url``; ``backends`` empty runs its embedded engine at 0 s."""
+        """sakuga on ``database_url``; ``backends`` empty runs its embedded engine at ``step_s``."""
         spec = ServerSpec(
             database_url=database_url,
             data_dir=data_dir,
@@ -95,5 +96,6 @@ class Context:
             capacity=capacity,
             tcp_nodelay=self.tcp_nodelay,
             backends=backends,
+            step_s=step_s,
         )
         return BenchServer(spec)

@@ -14,8 +14,8 @@ STOP_TIMEOUT_S = 10.0
 
 
 @asynccontextmanager
-async def engine_process(data_dir: Path) -> AsyncIterator[str]:
-    """Start the engine at 0 s per step; yields its URL; stops it (by its pid) on exit."""
+async def engine_process(data_dir: Path, step_s: float = 0.0) -> AsyncIterator[str]:
+    """Start the engine at ``step_s`` per step; yields its URL; stops it (by its pid) on exit."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -24,7 +24,7 @@ async def engine_process(data_dir: Path) -> AsyncIterator[str]:
         "--port",
         "0",
         "--step-s",
-        "0",
+        str(step_s),
         "--data-dir",
         str(data_dir),
         stdout=asyncio.subprocess.PIPE,

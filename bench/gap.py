@@ -22,15 +22,24 @@ DRAIN_TIMEOUT_S = 60.0
 DRAIN_POLL_S = 0.05
 
 
-async def measure(ctx: Context, capacity: int) -> Row:
-    """Fill a queue, drain it with ``capacity`` slots on the one backend, measure the gaps."""
+async def measure(ctx: Context, capacity: int, step_s: float = 0.0) -> Row:
+    """Fill a queue, drain it with ``capacity`` slots on the one backend, measure the gaps.
+
+    ``step_s`` > 0 runs one-step txt2img jobs at that many seconds per step (a job that
+    takes time, as on a GPU) instead of instant blank ones.
+    """
     count = ctx.counts.gap_jobs
-    data_dir = ctx.data_dir(f"gap{capacity}")
-    async with ctx.databases.fresh(f"gap{capacity}") as url, ctx.backends(data_dir) as backends:
+    label = f"gap{capacity}-{step_s:g}"
+    template = "txt2img" if step_s else "blank"
+    data_dir = ctx.data_dir(label)
+    async with (
+        ctx.databases.fresh(label) as url,
+        ctx.backends(data_dir, step_s) as backends,
+    ):
         async with ctx.server(url, data_dir, backends, workers=False) as filler:
-            spec = LoadSpec(filler.url, "submit", 16, count, DRAIN_TIMEOUT_S)
+            spec = LoadSpec(filler.url, "submit", 16, count, DRAIN_TIMEOUT_S, template=template)
             filled = await ctx.clients.load(spec, ctx.where)
-        async with ctx.server(url, data_dir, backends, capacity=capacity) as server:
+        async with ctx.server(url, data_dir, backends, capacity=capacity, step_s=step_s) as server:
             # Workers start with the server: count cost and jobs from here, start-up excluded.
             since_ms, started, cpu = time.time() * 1000, time.perf_counter(), time.process_time()
             await _drain(server)
@@ -40,6 +49,8 @@ async def measure(ctx: Context, capacity: int) -> Row:
             found = await windows(server.engine_url, prompts)
     measured = sum(1 for w in found.values() if w.start_ms >= since_ms)
     prefetched = f"{capacity - 1} prefetched" if capacity > 1 else "no prefetch"
+    if step_s:
+        prefetched += f"; txt2img, one {1000 * step_s:g} ms step"
     extra = {
         "jobs": len(filled.job_ids),
         "executed": len(found),
@@ -50,7 +61,7 @@ async def measure(ctx: Context, capacity: int) -> Row:
     return Row(
         f"gap between jobs, capacity {capacity} ({prefetched})",
         Summary.of_seconds(gaps_s(found.values())),
-        TARGETS if capacity >= 2 else (),
+        TARGETS if capacity >= 2 and not step_s else (),
         extra=extra,
         note=f"{extra['jobs_per_s']:.0f} jobs/s drained; "
         f"{extra['server_cpu_ms_per_job']:.1f} ms server CPU per job",

@@ -8,6 +8,9 @@ from bench.phases import Phase
 from bench.remote import Where
 from bench.report import Row
 
+# A job that takes time, as on a GPU: one sampler step of this many seconds.
+STEP_S = 0.05
+
 
 async def queued_jobs(ctx: Context) -> list[Row]:
     """Workers off (the queue only grows): HTTP baseline, submissions, reads of queued jobs."""
@@ -51,5 +54,8 @@ async def running_jobs(ctx: Context, trace: bool) -> tuple[list[Row], list[Phase
 
 
 async def dispatch_gap(ctx: Context) -> list[Row]:
-    """The engine-side gap at the default capacity 2, without prefetch (1), and with 4 slots."""
-    return [await gap.measure(ctx, capacity) for capacity in (2, 1, 4)]
+    """The engine-side gap at the default capacity 2, without prefetch (1), and with 4 slots;
+    then with jobs that take time (a 50 ms step), with and without prefetch."""
+    rows = [await gap.measure(ctx, capacity) for capacity in (2, 1, 4)]
+    rows += [await gap.measure(ctx, capacity, step_s=STEP_S) for capacity in (2, 1)]
+    return rows

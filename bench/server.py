@@ -29,13 +29,14 @@ class ServerSpec:
     capacity: int = 2
     tcp_nodelay: bool = False  # on the listening socket; accepted ones inherit it (Linux)
     backends: tuple[str, ...] = ()
+    step_s: float = 0.0  # the embedded engine's seconds per sampler step
 
     def settings(self) -> Settings:
         return Settings(
             database_url=self.database_url,
             data_dir=self.data_dir,
             backends=list(self.backends),
-            engine_step_s=0.0,
+            engine_step_s=self.step_s,
             workers=self.workers,
             backend_capacity=self.capacity,
             # One benchmark client is one API key: lift its quotas so they are not measured.

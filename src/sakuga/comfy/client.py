@@ -246,6 +246,9 @@ class ComfyClient:
                 close_timeout=min(self._deadlines.connect_s, 1.0),
                 max_size=64 * 2**20,  # previews can be large; real output files never come this way
                 proxy=None,
+                # Small JSON and JPEG previews over loopback or a LAN: deflate costs CPU on
+                # both ends and saves next to nothing.
+                compression=None,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             log.warning(
