@@ -1,13 +1,17 @@
-"""In-process wake-ups: a new job wakes an idle worker, a job change wakes its streams.
+"""Wake-ups: a new job wakes an idle worker, a job change wakes its streams, a cancel
+wakes the worker running the job.
 
-The store stays the source of truth: a missed or cross-process change is still seen by
-the backstop polls; these only remove the wait on the hot path.
+In-process by default; on PostgreSQL ``store/channel.py`` also carries every key to the
+other processes sharing the database (LISTEN/NOTIFY). The store stays the source of
+truth: a missed wake-up is still seen by the backstop polls; these only remove the wait
+on the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 
 
 class Notifier:
@@ -15,8 +19,20 @@ class Notifier:
 
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._forward: Callable[[str], None] | None = None
+
+    def forward_to(self, send: Callable[[str], None] | None) -> None:
+        """Also hand every published key to ``send`` (other processes); None stops it."""
+        self._forward = send
 
     def publish(self, key: str) -> None:
+        """Wake this process's waiters on ``key``, and other processes' when forwarded."""
+        self.deliver(key)
+        if self._forward is not None:
+            self._forward(key)
+
+    def deliver(self, key: str) -> None:
+        """Wake this process's waiters on ``key`` only (a key from another process)."""
         for event in self._events.get(key, ()):
             event.set()
 

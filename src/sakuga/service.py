@@ -21,6 +21,7 @@ from sakuga.notify import Notifier
 from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Store
+from sakuga.store.channel import PgChannel
 from sakuga.worker.backends import BackendPool
 from sakuga.worker.health import HealthMonitor
 from sakuga.worker.pool import WorkerPool, new_worker_id
@@ -67,6 +68,9 @@ class Service:
         )
         artifacts = Artifacts(settings.artifacts_dir)
         notifier = Notifier()
+        if not store.db.is_sqlite:
+            # Other API and worker processes share this database: wake them too.
+            await self._stack.enter_async_context(PgChannel(settings.database_url, notifier))
         endpoints = {url: url for url in settings.backends}
         # The stand-in engine only when no backend is configured *or registered* at run time.
         if not endpoints and not any(row.registered for row in await store.backends.rows()):
