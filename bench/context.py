@@ -20,6 +20,7 @@ class Counts:
     """How much each benchmark does; every loop also stops at its time bound."""
 
     overhead_jobs: int  # sequential jobs per template
+    overhead_warmup: int  # unmeasured sequential jobs before them
     trace_jobs: int  # sequential jobs in the instrumented run
     concurrency: int  # client connections for throughput
     submit_count: int
@@ -31,6 +32,7 @@ class Counts:
 
 FULL = Counts(
     overhead_jobs=100,
+    overhead_warmup=10,
     trace_jobs=40,
     concurrency=32,
     submit_count=5000,
@@ -41,6 +43,7 @@ FULL = Counts(
 )
 QUICK = Counts(
     overhead_jobs=5,
+    overhead_warmup=2,
     trace_jobs=4,
     concurrency=8,
     submit_count=80,

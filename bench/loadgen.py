@@ -54,6 +54,7 @@ class SequentialSpec:
     url: str
     templates: tuple[str, ...]
     timeout_s: float = 30.0
+    first_index: int = 0  # varies the jobs' inputs apart from another run's
     loop: Loop = "uvloop"
 
 
@@ -126,7 +127,7 @@ async def run_sequential(spec: SequentialSpec) -> list[JobTiming]:
         for index, template in enumerate(spec.templates):
             started = time.perf_counter()
             async with asyncio.timeout(spec.timeout_s):
-                job_id = await submit(http, template, index)
+                job_id = await submit(http, template, spec.first_index + index)
                 submitted = time.perf_counter()
                 status = await wait_terminal(http, job_id)
             ended = time.perf_counter()
