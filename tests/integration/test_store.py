@@ -119,6 +119,18 @@ async def test_a_claim_can_record_the_attempt_in_its_transaction(db_url: str) ->
         assert [a.prompt_id for a in again[0].attempts] == [prompt_id]
 
 
+async def test_a_backend_s_slots_are_shared_by_every_worker_process(db_url: str) -> None:
+    # Two stores on one database stand for two worker processes sharing backend b.
+    async with Store(db_url) as one, Store(db_url) as two:
+        for _ in range(3):
+            await one.writer.submit(new_job())
+        assert await one.leases.claim("w1", "http://b", 30, capacity=2, record=True)
+        assert await two.leases.claim("w2", "http://b", 30, capacity=2, record=True)
+        # Both slots are leased, one by each process: a third claim waits for one to free.
+        assert await two.leases.claim("w2", "http://b", 30, capacity=2, record=True) is None
+        assert await one.leases.claim("w1", "http://other", 30, capacity=2) is not None
+
+
 async def test_expired_lease_is_taken_over(db_url: str) -> None:
     async with Store(db_url) as store:
         job = new_job()

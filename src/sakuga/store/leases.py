@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, cast, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, cast, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus
@@ -21,6 +21,9 @@ from sakuga.store.db import Database
 from sakuga.store.job_queries import now, read_attempts
 from sakuga.store.outbox import Outbox, enqueue_for_job
 from sakuga.store.records import job_from_row
+
+# ``capacity=None``: no cap on a backend's leased jobs.
+NO_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class LeaseStore:
         elsewhere_s: float = 0.0,
         record: bool = False,
         probe: bool = True,
+        capacity: int | None = None,
     ) -> tuple[Job, Lease] | None:
         """Take the oldest runnable job for ``backend`` (new, or whose lease expired).
 
@@ -58,12 +62,15 @@ class LeaseStore:
         With ``record``, a job with no attempt left unfinished (nothing to re-attach to)
         gets its new attempt on ``backend`` in the same transaction: ``Lease.prompt``.
         ``probe=False`` skips the read-only look first, for a caller that expects a job.
+        ``capacity`` counts the jobs every process has leased on ``backend``: at that many,
+        nothing is claimed (workers in several processes share a backend's slots).
         """
         look, take = self._claims
         bound = {
             "b_backend": backend,
             "eligible": f'%"{backend}"%',
             "elsewhere_s": elsewhere_s,
+            "b_capacity": NO_LIMIT if capacity is None else capacity,
         }
         # Most claims find nothing (a slot freed, a poll): a plain read says so without
         # taking the write lock; the UPDATE below re-checks, so a race only costs a retry.
@@ -316,7 +323,20 @@ def _claim_statements(db: Database) -> tuple[Any, Any]:
     """The claim's probe and its UPDATE, built once per database (its clock differs)."""
     db_now = db.now_epoch()
     backend: Any = bindparam("b_backend")
+    held = t.jobs.alias("held")
+    leased_here = (
+        select(func.count())
+        .select_from(held)
+        .where(
+            held.c.backend == backend,
+            held.c.lease_owner.is_not(None),
+            held.c.lease_expires >= db_now,
+            held.c.status.in_([s.value for s in ACTIVE]),
+        )
+        .scalar_subquery()
+    )
     claimable = (
+        leased_here < bindparam("b_capacity"),
         t.jobs.c.status.in_([s.value for s in ACTIVE]),
         or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_expires < db_now),
         or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= db_now),

@@ -105,6 +105,7 @@ class WorkerPool:
                     elsewhere_s=settings.retry_elsewhere_s,
                     record=True,
                     probe=not expect_job,
+                    capacity=backend.capacity,
                 )
             except asyncio.CancelledError:
                 raise
