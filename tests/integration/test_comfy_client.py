@@ -290,11 +290,25 @@ async def test_uploaded_image_lands_in_input(client: ComfyClient) -> None:
 # -- a scripted ComfyUI: the races and failures the engine does not stage -----------------
 
 
+class FakeTransport:
+    """The socket's connection: closed by ``close_quietly`` when the handshake did not."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
 class FakeSocket:
     """Hands out scripted frames, then stays silent (like a socket nobody writes to)."""
 
     def __init__(self, frames: list[dict[str, Any]]) -> None:
         self.frames = [json.dumps(frame) for frame in frames]
+        self.transport = FakeTransport()
 
     async def recv(self) -> str:
         if self.frames:

@@ -314,9 +314,15 @@ class Tracker:
 
 
 async def close_quietly(socket: ClientConnection) -> None:
-    # close() waits for the closing handshake up to the socket's close_timeout.
-    with contextlib.suppress(OSError, ConnectionClosed):
-        await socket.close()
+    """Close the socket: the handshake (up to its close_timeout), else the bare connection."""
+    try:
+        with contextlib.suppress(OSError, ConnectionClosed):
+            await socket.close()
+    finally:
+        # Cancelled (shutdown) or failed mid-handshake, the connection would stay open
+        # until garbage collection: drop it now.
+        if not socket.transport.is_closing():
+            socket.transport.abort()
 
 
 def _from_ms(ms: int | None) -> datetime | None:
