@@ -36,10 +36,10 @@ async def test_submitted_job_is_queued_with_position(db_url: str) -> None:
         first, second = new_job(), new_job()
         await store.writer.submit(first)
         await store.writer.submit(second)
-        job = await store.jobs.get(second.id)
-        assert job is not None and job.status is JobStatus.QUEUED
-        assert job.created_at.tzinfo is not None
-        assert await store.jobs.queue_position(job) == 2
+        detail = await store.jobs.detail(second.id)
+        assert detail is not None and detail.job.status is JobStatus.QUEUED
+        assert detail.job.created_at.tzinfo is not None
+        assert detail.queue_position == 2
 
 
 async def test_concurrent_submissions_commit_in_batches(db_url: str) -> None:

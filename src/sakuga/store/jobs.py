@@ -22,7 +22,6 @@ from sakuga.store.job_queries import (
     queued_before,
     read_detail,
     read_job,
-    read_outputs,
     within_caps,
 )
 from sakuga.store.outbox import Outbox, enqueue_for_job
@@ -229,16 +228,6 @@ class JobStore:
             return found[:limit]
 
         return await self.db.read(work)
-
-    async def queue_position(self, job: Job) -> int | None:
-        """1 for the next job to start; None unless queued."""
-        if job.status is not JobStatus.QUEUED:
-            return None
-        return await self.db.read(lambda conn: queued_before(conn, job.seq) + 1)
-
-    async def outputs(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's output asset rows in the order they were stored."""
-        return await self.db.read(lambda conn: read_outputs(conn, job_id))
 
     # -- cancel -------------------------------------------------------------------------
 
