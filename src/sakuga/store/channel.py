@@ -28,6 +28,8 @@ CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 5.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 10.0
+# What a lost or unreachable database raises; the channel then retries later.
+CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # One round trip carries every key published since the last one.
 _SEND = f"SELECT pg_notify('{CHANNEL}', key) FROM unnest($1::text[]) AS key"
 
@@ -93,7 +95,7 @@ class PgChannel:
         while True:
             try:
                 await self._session()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_ERRORS as exc:
                 if self._listened:  # it worked until now: retry soon
                     delay = RETRY_MIN_S
                 self._listened = False
@@ -125,7 +127,7 @@ class PgChannel:
                     payloads = [f"{self.token} {key}" for key in keys]
                     await conn.execute(_SEND, payloads, timeout=SEND_TIMEOUT_S)
         finally:
-            with contextlib.suppress(Exception):  # already broken, or shutting down
+            with contextlib.suppress(*CONNECTION_ERRORS):  # already broken
                 await asyncio.wait_for(conn.close(), SEND_TIMEOUT_S)
 
     def _received(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:

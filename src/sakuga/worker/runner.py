@@ -118,9 +118,12 @@ class JobRun:
     async def record_telemetry(self) -> None:
         """After the outcome (the slot already free): store the attempt's VRAM figures."""
         with self._logged():
-            telemetry = await self._sampler.result(self._ended_at or time.monotonic())
-            if self.prompt_id and not self.lost.is_set():
-                await self._save_telemetry(telemetry)
+            if not self.prompt_id or self.lost.is_set():
+                await self._sampler.close()  # nothing ran, or it is no longer ours
+                return
+            # A retried attempt records no outcome of its own: it ended just now.
+            ended_at = self._ended_at or time.monotonic()
+            await self._save_telemetry(await self._sampler.result(ended_at))
 
     def _logged(self) -> contextlib.AbstractContextManager[None]:
         return log_context(job_id=self.job.id, attempt=self.lease.attempt, backend=self.backend.url)
