@@ -88,7 +88,7 @@ async def test_claim_is_exclusive_and_lease_guards_writes(db_url: str) -> None:
         )
         won = [c for c in claims if c is not None]
         assert len(won) == 1
-        claimed, lease = won[0]
+        claimed, lease, _ = won[0]
         assert claimed.id == job.id and lease.attempt == 1
         assert await store.leases.start_attempt(
             lease, backend="http://b", prompt_id="p", client_id="c"
@@ -129,6 +129,21 @@ async def test_a_backend_s_slots_are_shared_by_every_worker_process(db_url: str)
         # Both slots are leased, one by each process: a third claim waits for one to free.
         assert await two.leases.claim("w2", "http://b", 30, capacity=2, record=True) is None
         assert await one.leases.claim("w1", "http://other", 30, capacity=2) is not None
+
+
+async def test_a_claim_says_whether_more_jobs_wait_for_the_backend(db_url: str) -> None:
+    # ``more`` spares the dispatcher a claim that would find the queue empty; a backend
+    # whose slots this claim filled still has work waiting for its next free slot.
+    async with Store(db_url) as store:
+        for _ in range(3):
+            await store.writer.submit(new_job())
+        first = await store.leases.claim("w1", "http://b", 30, capacity=1, record=True)
+        assert first is not None and first.more
+        assert await store.leases.claim("w1", "http://b", 30, capacity=1, record=True) is None
+        second = await store.leases.claim("w1", "http://b", 30, capacity=3, record=True)
+        assert second is not None and second.more
+        third = await store.leases.claim("w1", "http://b", 30, capacity=3, record=True)
+        assert third is not None and not third.more
 
 
 async def test_expired_lease_is_taken_over(db_url: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -37,6 +37,18 @@ class Lease:
     prompt: tuple[str, str] | None = None
 
 
+class Claim(NamedTuple):
+    """A claimed job, the lease that proves it is ours, and whether more wait for the backend.
+
+    ``more`` is False when, right after this claim and in its transaction, no other job
+    was claimable for the backend (slots aside): a new one comes with news of its own.
+    """
+
+    job: Job
+    lease: Lease
+    more: bool
+
+
 class LeaseStore:
     """Claim, heartbeat and record; the one place that knows lease rules."""
 
@@ -55,7 +67,7 @@ class LeaseStore:
         record: bool = False,
         probe: bool = True,
         capacity: int | None = None,
-    ) -> tuple[Job, Lease] | None:
+    ) -> Claim | None:
         """Take the oldest runnable job for ``backend`` (new, or whose lease expired).
 
         A job that failed on ``backend`` waits ``elsewhere_s`` more for another backend.
@@ -77,20 +89,24 @@ class LeaseStore:
         if probe and await self.db.read(lambda conn: conn.scalar(look, bound)) is None:
             return None
         taking = {**bound, "worker_id": worker_id, "lease_s": lease_s, "at": now()}
+        # Slots aside: a backend this claim filled still has work waiting for its next slot.
+        after = {**bound, "b_capacity": NO_LIMIT}
 
-        def work(conn: Connection) -> tuple[Job, Lease] | None:
+        def work(conn: Connection) -> Claim | None:
             row = conn.execute(take, taking).mappings().first()
             if row is None:
                 return None
             job = job_from_row(row, read_attempts(conn, row["id"]))
             lease = Lease(job.id, worker_id, job.attempt_count)
+            # Saves the caller a claim that would find the queue empty.
+            more = conn.scalar(look, after) is not None
             last = job.attempts[-1] if job.attempts else None
             canceled = job.cancel_requested and job.status is JobStatus.QUEUED
             if not record or canceled or (last is not None and last.finished_at is None):
-                return job, lease
+                return Claim(job, lease, more)
             prompt = (str(uuid.uuid4()), uuid.uuid4().hex)
             self._record(conn, lease, backend, *prompt)
-            return job, replace(lease, prompt=prompt)
+            return Claim(job, replace(lease, prompt=prompt), more)
 
         return await self.db.write(work)
 

@@ -113,10 +113,10 @@ class WorkerPool:
                 log.exception("claim failed", extra={"backend": backend.url})
                 return
             expect_job = False
-            if claimed is None:
+            if claimed is None or not claimed.more:
                 found_nothing.add(backend.url)
-                continue
-            self._start(backend, *claimed)
+            if claimed is not None:
+                self._start(backend, claimed.job, claimed.lease)
 
     def _start(self, backend: Backend, job: Job, lease: Lease) -> None:
         # An attempt left unfinished by a dead worker may still be running on its

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # At most ~10 progress writes per second per job, latest value wins (DECISIONS 6).
 PROGRESS_INTERVAL_S = 0.1
+# Output files of one job downloaded at once, while the socket and /history are followed.
+PARALLEL_DOWNLOADS = 4
 
 
 class LeaseLost(Exception):
@@ -78,6 +80,11 @@ class JobRun:
         self.progress: dict[str, Any] | None = job.progress
         self._dirty = asyncio.Event()
         self._seen: set[tuple[str, str, str, str]] = set()
+        # Writes that run beside the socket reader, joined before the outcome is recorded:
+        # "running" (set once), then each output's download and row.
+        self._marked: asyncio.Task[None] | None = None
+        self._outputs: list[asyncio.Task[None]] = []
+        self._downloads = asyncio.Semaphore(PARALLEL_DOWNLOADS)
         self._started = time.monotonic()
         self._started_at: datetime | None = job.started_at if self.running else None
         settings = ctx.settings
@@ -153,6 +160,9 @@ class JobRun:
                 await work
         finally:
             # Also on shutdown (this task cancelled): nothing of the run outlives it.
+            tasks += self._outputs
+            if self._marked is not None:
+                tasks.append(self._marked)
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,6 +199,9 @@ class JobRun:
                     job_s=self._job_s,
                     extra_data=keys.extra_data(self.job.id) if keys else None,
                 )
+            for output in result.outputs:
+                self._collect(output)
+            await self._outputs_stored()
         except ExecutionInterrupted as exc:
             status = JobStatus.CANCELED if self.cancel.is_set() else JobStatus.FAILED
             await self._finish(status, None if self.cancel.is_set() else _error(exc))
@@ -201,8 +214,6 @@ class JobRun:
             else:
                 await self._failed(exc)
             return
-        for output in result.outputs:
-            await self._store_output(output)
         if self.cancel.is_set():
             # The prompt finished before the interrupt landed: the work is done, keep it.
             log.info("cancel arrived after completion", extra={"job_id": self.job.id})
@@ -211,6 +222,7 @@ class JobRun:
     async def _failed(self, exc: BackendError) -> None:
         """Retry a transient failure later (preferably elsewhere), or fail for good."""
         self.failure_code = exc.code
+        await self._settle()
         failures, strikes = await self.ctx.store.leases.failure_counts(self.lease)
         elapsed = (datetime.now(UTC) - self.job.created_at).total_seconds()
         decision = decide(
@@ -283,35 +295,67 @@ class JobRun:
             raise LeaseLost(self.job.id)
 
     async def _on_event(self, event: Progress | OutputFile) -> None:
+        # Nothing here waits on the store or a download: the socket reader (and the
+        # /history read after the end marker) go on while those writes run beside it.
         if not self.running:
             self.running = True
             self._started = time.monotonic()
             self._started_at = datetime.now(UTC)
-            if not await self.ctx.store.leases.mark_running(self.lease, self._started_at):
-                self.lost.set()
-                raise LeaseLost(self.job.id)
-            self.ctx.notifier.publish(job_key(self.job.id))
+            self._marked = asyncio.create_task(self._mark_running(self._started_at))
         if isinstance(event, OutputFile):
-            await self._store_output(event)
+            self._collect(event)
         else:
             self.progress = _progress_dict(event)
             self._dirty.set()
 
-    async def _store_output(self, output: OutputFile) -> None:
+    async def _mark_running(self, started_at: datetime) -> None:
+        if not await self.ctx.store.leases.mark_running(self.lease, started_at):
+            self.lost.set()
+            raise LeaseLost(self.job.id)
+        self.ctx.notifier.publish(job_key(self.job.id))
+
+    async def _running_marked(self) -> None:
+        """Wait for the queued -> running write, so no later write can overtake it."""
+        if self._marked is not None:
+            await self._marked
+
+    def _collect(self, output: OutputFile) -> None:
+        """Download and record ``output`` in the background (once per file)."""
         key = (output.node_id, output.filename, output.subfolder, output.type)
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        row = await collect_output(self.backend.client, self.ctx.artifacts, self.job, output)
+        if key not in self._seen:
+            self._seen.add(key)
+            self._outputs.append(asyncio.create_task(self._store_output(output)))
+
+    async def _store_output(self, output: OutputFile) -> None:
+        async with self._downloads:
+            row = await collect_output(self.backend.client, self.ctx.artifacts, self.job, output)
+        await self._running_marked()
         if not await self.ctx.store.leases.add_output(self.lease, row):
             self.lost.set()
             raise LeaseLost(self.job.id)
         self.ctx.notifier.publish(job_key(self.job.id))
 
+    async def _outputs_stored(self, *, quiet: bool = False) -> None:
+        """Wait for every output started so far; the first failure is raised unless ``quiet``
+        (the attempt failed anyway: keep what arrived, as far as it arrives)."""
+        while self._outputs:
+            task = self._outputs.pop(0)
+            try:
+                await task
+            except BackendError:
+                if not quiet:
+                    raise
+
+    async def _settle(self) -> None:
+        """Before the outcome: the running mark and the outputs that are on their way."""
+        await self._running_marked()
+        await self._outputs_stored(quiet=True)
+
     async def _flush_progress(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            await self._running_marked()
             if self.progress is not None:
                 await self.ctx.store.leases.set_progress(self.lease, self.progress)
                 self.ctx.notifier.publish(job_key(self.job.id))
@@ -360,6 +404,7 @@ class JobRun:
         *,
         attempt_error: dict[str, Any] | None = None,
     ) -> None:
+        await self._settle()
         if status is JobStatus.SUCCEEDED and not self.running:
             # The backend ran it without telling us (silent socket): it did run.
             self.running = True
