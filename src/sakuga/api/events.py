@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -18,8 +17,8 @@ from sakuga.api.schemas import OutputOut
 from sakuga.api.views import output_view
 from sakuga.domain.jobs import Job
 from sakuga.errors import NotFound
-from sakuga.notify import job_key
-from sakuga.store.job_queries import JobDetail
+from sakuga.notify import Subscription, job_key
+from sakuga.store.job_queries import JobChange, JobDetail
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
 
@@ -43,7 +42,7 @@ async def job_events(
     """Server-sent events: ``status``, ``progress``, ``output``; ends after the terminal status."""
     key = job_key(job_id)
     # Subscribed before the first read, so no change can slip between the two.
-    wake = svc.notifier.subscribe(key)
+    wake = svc.notifier.subscribe(key, changes=True)
     try:
         first = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
     except BaseException:
@@ -67,7 +66,7 @@ def _frame(name: str, data: dict[str, Any]) -> dict[str, str]:
 
 
 async def _stream(
-    svc: Services, first: JobDetail, wake: asyncio.Event, who: str, base: str
+    svc: Services, first: JobDetail, wake: Subscription, who: str, base: str
 ) -> AsyncIterator[dict[str, str]]:
     job_id = first.job.id
     detail: JobDetail | None = first
@@ -93,12 +92,26 @@ async def _stream(
             if job.terminal:
                 yield _frame("status", {"status": job.status.value, "queue_position": None})
                 return
-            await svc.notifier.wait_event(wake, BACKSTOP_S)
+            fired = await svc.notifier.wait_event(wake, BACKSTOP_S)
             wake.clear()
-            # One read per wake: the job, its outputs and queue position together.
-            detail = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
+            changes = _carried(wake) if fired else None
+            if changes:
+                # This process's worker said what it committed: no read.
+                for change in changes:
+                    detail = change.applied(detail)
+            else:
+                # One read: the job, its outputs and queue position together.
+                detail = await svc.store.jobs.detail(job_id, who, attempts=False, eta=False)
     finally:
         svc.notifier.unsubscribe(job_key(job_id), wake)
+
+
+def _carried(wake: Subscription) -> list[JobChange] | None:
+    """The job changes the wake-ups carried; None when any of them must be read instead."""
+    changes = wake.take_changes()
+    if changes is None or not all(isinstance(c, JobChange) for c in changes):
+        return None
+    return [c for c in changes if isinstance(c, JobChange)]
 
 
 def _output(base: str, row: dict[str, Any], job: Job, svc: Services) -> dict[str, Any]:

@@ -7,14 +7,14 @@ so the queries every job view and claim runs are module constants with bind para
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 
-from sakuga.domain.jobs import ACTIVE, Job, JobStatus
+from sakuga.domain.jobs import ACTIVE, Job, JobStatus, can_transition
 from sakuga.errors import QueueFull
 from sakuga.store import tables as t
 from sakuga.store.records import attempt_from_row, job_from_row
@@ -41,6 +41,33 @@ class JobDetail:
     median_run_s: float | None = None
     # Active jobs ahead of this one (ETA).
     ahead: int = 0
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """What a worker just committed to a job, carried by the job's wake-up in-process, so
+    its event streams need not read it back. Never a return to ``queued`` (that is read)."""
+
+    status: JobStatus | None = None
+    progress: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None  # one new output asset row
+
+    def applied(self, detail: JobDetail) -> JobDetail:
+        """``detail`` with this change, unless it is older than what ``detail`` shows: a
+        wake-up may arrive after a read that already saw a later state. The state machine
+        and monotonic progress tell (a status it cannot move to, a lower progress)."""
+        job, outputs, position = detail.job, detail.outputs, detail.queue_position
+        if self.status is not None and can_transition(job.status, self.status):
+            job, position = replace(job, status=self.status), None
+        if self.progress is not None and _value(self.progress) >= _value(job.progress):
+            job = replace(job, progress=self.progress)
+        if self.output is not None and all(o["id"] != self.output["id"] for o in outputs):
+            outputs = [*outputs, self.output]
+        return replace(detail, job=job, outputs=outputs, queue_position=position)
+
+
+def _value(progress: dict[str, Any] | None) -> float:
+    return float((progress or {}).get("value") or 0.0)
 
 
 _JOB = select(t.jobs).where(t.jobs.c.id == bindparam("job_id"))

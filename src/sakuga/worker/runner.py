@@ -35,6 +35,7 @@ from sakuga.notify import NEW_JOB, Notifier, cancel_key, job_key
 from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Lease, Store
+from sakuga.store.job_queries import JobChange
 from sakuga.worker.backends import Backend
 from sakuga.worker.outputs import collect_output
 from sakuga.worker.staging import stage_inputs
@@ -312,7 +313,7 @@ class JobRun:
         if not await self.ctx.store.leases.mark_running(self.lease, started_at):
             self.lost.set()
             raise LeaseLost(self.job.id)
-        self.ctx.notifier.publish(job_key(self.job.id))
+        self._publish(JobChange(status=JobStatus.RUNNING))
 
     async def _running_marked(self) -> None:
         """Wait for the queued -> running write, so no later write can overtake it."""
@@ -333,7 +334,7 @@ class JobRun:
         if not await self.ctx.store.leases.add_output(self.lease, row):
             self.lost.set()
             raise LeaseLost(self.job.id)
-        self.ctx.notifier.publish(job_key(self.job.id))
+        self._publish(JobChange(output=row))
 
     async def _outputs_stored(self, *, quiet: bool = False) -> None:
         """Wait for every output started so far; the first failure is raised unless ``quiet``
@@ -356,9 +357,11 @@ class JobRun:
             await self._dirty.wait()
             self._dirty.clear()
             await self._running_marked()
-            if self.progress is not None:
-                await self.ctx.store.leases.set_progress(self.lease, self.progress)
-                self.ctx.notifier.publish(job_key(self.job.id))
+            progress = self.progress
+            if progress is not None and await self.ctx.store.leases.set_progress(
+                self.lease, progress
+            ):
+                self._publish(JobChange(progress=progress))
             await asyncio.sleep(PROGRESS_INTERVAL_S)  # the coalescing window, not a wait-for
 
     async def _keep_lease(self) -> None:
@@ -431,7 +434,11 @@ class JobRun:
         if self.ctx.prompt_keys is not None:
             self.ctx.prompt_keys.forget(self.job.id)
         self._observe(status)
-        self.ctx.notifier.publish(job_key(self.job.id))
+        self._publish(JobChange(status=status, progress=progress))
+
+    def _publish(self, change: JobChange) -> None:
+        """Wake the job's streams with what was just committed (they need not read it)."""
+        self.ctx.notifier.publish(job_key(self.job.id), change)
 
     def _observe(self, status: JobStatus) -> None:
         """Log the outcome; count it with its queue wait and execution seconds."""
