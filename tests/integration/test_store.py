@@ -193,3 +193,28 @@ async def test_idempotency_key_is_free_again_after_24_hours(db_url: str) -> None
         again = new_job(idempotency_key="daily")
         with pytest.raises(IdempotencyKeyReuse):
             await store.writer.submit(again)
+
+
+async def test_units_of_work_that_run_nothing_or_fail_leave_no_transaction_open(
+    db_url: str,
+) -> None:
+    # SQLite's database threads keep their connection between units of work: a unit that
+    # ran no statement, or raised, must still end its transaction there.
+    class Boom(Exception):
+        pass
+
+    def fail(conn: Connection) -> None:
+        conn.execute(update(t.jobs).values(status="failed"))
+        raise Boom
+
+    async with Store(db_url) as store:
+        job = new_job()
+        await store.writer.submit(job)
+        for _ in range(3):  # nine units on SQLite's four threads: each connection is reused
+            assert await store.db.write(lambda conn: None) is None
+            assert await store.db.read(lambda conn: None) is None
+            with pytest.raises(Boom):
+                await store.db.write(fail)
+        detail = await store.jobs.detail(job.id)
+        assert detail is not None and detail.job.status is JobStatus.QUEUED
+        assert await store.leases.claim("w1", "http://b", lease_s=30) is not None
