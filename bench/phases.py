@@ -25,7 +25,7 @@ from bench.loadgen import SequentialSpec
 from bench.server import BenchServer
 from bench.stats import percentile
 from sakuga.api import jobs as api_jobs
-from sakuga.comfy import tracking
+from sakuga.comfy import feeds
 from sakuga.comfy.client import ComfyClient
 from sakuga.engine.executor import Executor
 from sakuga.store.db import AsyncRunner, ThreadRunner
@@ -59,7 +59,7 @@ SPANS: tuple[tuple[Any, str, str], ...] = (
     (ComfyClient, "download", "comfy: GET /view"),
     (LeaseStore, "add_output", "worker: record output"),
     (ComfyClient, "history", "comfy: GET /history"),
-    (tracking, "close_quietly", "comfy: close /ws"),
+    (feeds, "close_quietly", "comfy: close /ws"),
     (LeaseStore, "finish", "worker: finish"),
     (telemetry, "sample", "worker: /system_stats sample (x2)"),
     (LeaseStore, "set_telemetry", "worker: store telemetry (after finish)"),

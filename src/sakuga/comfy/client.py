@@ -2,7 +2,8 @@
 
 Every wait has a deadline (``Deadlines``); every failure is a ``BackendError`` naming the
 backend. The run protocol is PROTOCOL §12: open ``/ws?clientId=`` first, then submit with
-our own prompt_id, then track (``sakuga.comfy.tracking``).
+our own prompt_id, then track (``sakuga.comfy.tracking``). Prompts submitted under the
+client's own ``client_id`` share one websocket per backend (``sakuga.comfy.feeds``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from types import TracebackType
@@ -20,9 +22,10 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from sakuga.comfy.feeds import Feed, Listener, OwnSocket
 from sakuga.comfy.progress import ProgressModel, planned_nodes
 from sakuga.comfy.protocol import OutputFile
-from sakuga.comfy.tracking import Deadlines, OnEvent, RunResult, Tracker, close_quietly
+from sakuga.comfy.tracking import Deadlines, OnEvent, RunResult, Tracker
 from sakuga.errors import (
     BackendError,
     BackendRejected,
@@ -39,7 +42,8 @@ Location = Literal["done", "running", "pending", "unknown"]
 
 
 class ComfyClient:
-    """Async context manager talking to one ComfyUI base URL; owns its HTTP client."""
+    """Async context manager talking to one ComfyUI base URL; owns its HTTP client and
+    the websocket its prompts share."""
 
     def __init__(
         self,
@@ -54,6 +58,9 @@ class ComfyClient:
         self._deadlines = deadlines
         timeout = httpx.Timeout(deadlines.request_s, connect=deadlines.connect_s)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        # Prompts submitted under this id are followed on one shared socket.
+        self.client_id = f"sakuga-{uuid.uuid4().hex}"
+        self._listener = Listener(self, self.client_id)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -71,6 +78,7 @@ class ComfyClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._listener.close()
         await self._http.aclose()
 
     # -- plain HTTP ------------------------------------------------------------------------
@@ -191,7 +199,8 @@ class ComfyClient:
             progress_floor,
             job_s,
         )
-        socket = await self.open_socket(client_id)  # before submitting, or early events are lost
+        # Listening before submitting, or early events are lost.
+        feed, live = await self._feed(prompt_id, client_id)
         try:
             await self.submit(
                 prompt,
@@ -201,10 +210,9 @@ class ComfyClient:
                 partial_targets=partial_targets,
             )
         except BaseException:
-            if socket is not None:
-                await close_quietly(socket)
+            await feed.close()
             raise
-        return await tracker.result(await tracker.follow(socket))
+        return await tracker.result(await tracker.follow(feed, live=live))
 
     async def attach(
         self,
@@ -233,8 +241,20 @@ class ComfyClient:
         )
         # The socket opens first so the end marker cannot slip by; the first look at
         # /history and /queue then says done (collect), queued (track) or unknown (lost).
+        feed, live = await self._feed(prompt_id, client_id)
+        return await tracker.result(await tracker.follow(feed, live=live, poll_first=True))
+
+    async def _feed(self, prompt_id: str, client_id: str) -> tuple[Feed, bool]:
+        """Where the prompt's messages will come from, and whether its socket is open.
+
+        Under this client's own id: the shared socket. Under another (a previous worker's,
+        or a caller's): a socket of its own, since ComfyUI sends a prompt's messages to
+        the socket of the client_id it was submitted with.
+        """
+        if client_id == self.client_id:
+            return await self._listener.feed(prompt_id)
         socket = await self.open_socket(client_id)
-        return await tracker.result(await tracker.follow(socket, poll_first=True))
+        return OwnSocket(self, client_id, socket), socket is not None
 
     async def open_socket(self, client_id: str) -> ClientConnection | None:
         """Open ``/ws?clientId=``; None when it cannot be opened (tracking then polls)."""

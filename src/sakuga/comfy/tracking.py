@@ -8,7 +8,6 @@ confirm from ``/history``. A socket that fails, drops or goes silent hands over 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from sakuga import errors
+from sakuga.comfy.feeds import Feed, FeedClosed
 from sakuga.comfy.progress import Progress, ProgressModel
 from sakuga.comfy.protocol import (
     BinaryPreview,
@@ -33,7 +32,6 @@ from sakuga.comfy.protocol import (
     OutputFile,
     Terminal,
     parse_history_entry,
-    parse_message,
 )
 from sakuga.errors import BackendLost, BackendTimeout, BackendUnreachable
 
@@ -41,7 +39,7 @@ log = logging.getLogger(__name__)
 
 OnEvent = Callable[[Progress | OutputFile], Awaitable[None]]
 MAX_RECONNECTS = 3
-"""Fresh sockets per run after a drop; past that the run is followed by polling alone."""
+"""Reopened sockets per run after a drop; past that the run is followed by polling alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +106,13 @@ class Tracker:
         self._started_ms: int | None = None
         self._unreachable_since: float | None = None
 
-    async def follow(
-        self, socket: ClientConnection | None, *, poll_first: bool = False
-    ) -> HistoryOutcome:
-        """Wait for the end of the prompt (bounded by ``job_s``); the socket is closed after.
-        ``poll_first`` reads /history and /queue before listening (re-attach)."""
+    async def follow(self, feed: Feed, *, live: bool, poll_first: bool = False) -> HistoryOutcome:
+        """Wait for the end of the prompt (bounded by ``job_s``); the feed is closed after.
+        ``live``: its socket is open (else polling starts at once); ``poll_first`` reads
+        /history and /queue before listening (re-attach)."""
         try:
             async with asyncio.timeout(self._deadlines.job_s):
-                return await self._loop(socket, poll_first)
+                return await self._loop(feed, not live or poll_first)
         except TimeoutError as exc:
             raise BackendTimeout(
                 self._backend.name,
@@ -166,11 +163,10 @@ class Tracker:
             messages=outcome.messages,
         )
 
-    async def _loop(self, socket: ClientConnection | None, poll_first: bool) -> HistoryOutcome:
+    async def _loop(self, feed: Feed, polling: bool) -> HistoryOutcome:
         loop = asyncio.get_running_loop()
         reconnects = 0
         last_heard = loop.time()
-        polling = socket is None or poll_first
         next_poll = loop.time()
         try:
             while True:
@@ -181,14 +177,11 @@ class Tracker:
                         return outcome
                     next_poll = loop.time() + self._deadlines.history_poll_s
                     continue
-                if socket is None:
-                    await asyncio.sleep(max(next_poll - now, 0.0))  # the poll cadence
-                    continue
                 wait = (
                     next_poll - now if polling else self._deadlines.silence_s - (now - last_heard)
                 )
                 try:
-                    frame = await asyncio.wait_for(socket.recv(), max(wait, 0.0))
+                    event = await asyncio.wait_for(feed.recv(), max(wait, 0.0))
                 except TimeoutError:
                     if not polling:
                         log.info(
@@ -198,17 +191,14 @@ class Tracker:
                         )
                         polling, next_poll = True, loop.time()
                     continue
-                except ConnectionClosed as exc:
+                except FeedClosed as exc:
                     log.info("%s: socket closed (%s); reconnecting", self._backend.name, exc)
-                    await close_quietly(socket)
-                    socket = None
                     if reconnects < MAX_RECONNECTS:
                         reconnects += 1
-                        socket = await self._backend.open_socket(self._client_id)
+                        await feed.reopen()
                     # Events sent during the gap are lost: ask /history right away.
                     polling, next_poll = True, loop.time()
                     continue
-                event = parse_message(frame)
                 if not self._ours(event):
                     continue
                 last_heard, polling = loop.time(), False
@@ -218,8 +208,7 @@ class Tracker:
                         return outcome
                     polling, next_poll = True, loop.time()
         finally:
-            if socket is not None:
-                await close_quietly(socket)
+            await feed.close()
 
     def _ours(self, event: Event) -> bool:
         if isinstance(event, Executing) and event.prompt_id is None:
@@ -311,18 +300,6 @@ class Tracker:
         if output not in self._reported:
             self._reported.add(output)
             await self._on_event(output)
-
-
-async def close_quietly(socket: ClientConnection) -> None:
-    """Close the socket: the handshake (up to its close_timeout), else the bare connection."""
-    try:
-        with contextlib.suppress(OSError, ConnectionClosed):
-            await socket.close()
-    finally:
-        # Cancelled (shutdown) or failed mid-handshake, the connection would stay open
-        # until garbage collection: drop it now.
-        if not socket.transport.is_closing():
-            socket.transport.abort()
 
 
 def _from_ms(ms: int | None) -> datetime | None:

@@ -67,6 +67,7 @@ class LeaseStore:
         record: bool = False,
         probe: bool = True,
         capacity: int | None = None,
+        client_id: str | None = None,
     ) -> Claim | None:
         """Take the oldest runnable job for ``backend`` (new, or whose lease expired).
 
@@ -76,6 +77,7 @@ class LeaseStore:
         ``probe=False`` skips the read-only look first, for a caller that expects a job.
         ``capacity`` counts the jobs every process has leased on ``backend``: at that many,
         nothing is claimed (workers in several processes share a backend's slots).
+        ``client_id``: the one the recorded attempt will submit under (default: a new one).
         """
         look, take = self._claims
         bound = {
@@ -104,7 +106,7 @@ class LeaseStore:
             canceled = job.cancel_requested and job.status is JobStatus.QUEUED
             if not record or canceled or (last is not None and last.finished_at is None):
                 return Claim(job, lease, more)
-            prompt = (str(uuid.uuid4()), uuid.uuid4().hex)
+            prompt = (str(uuid.uuid4()), client_id or uuid.uuid4().hex)
             self._record(conn, lease, backend, *prompt)
             return Claim(job, replace(lease, prompt=prompt), more)
 

@@ -106,6 +106,7 @@ class WorkerPool:
                     record=True,
                     probe=not expect_job,
                     capacity=backend.capacity,
+                    client_id=backend.client.client_id,
                 )
             except asyncio.CancelledError:
                 raise

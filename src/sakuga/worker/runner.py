@@ -187,7 +187,7 @@ class JobRun:
                     # The claim recorded this attempt already, in its own transaction.
                     self.prompt_id, client_id = self.lease.prompt
                 else:
-                    self.prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
+                    self.prompt_id, client_id = str(uuid.uuid4()), client.client_id
                     await self._record_attempt(client_id)
                 await stage_inputs(client, self.ctx.artifacts, self.job.workflow)
                 result = await client.run(
