@@ -24,6 +24,9 @@ from sakuga.store.records import job_from_row
 
 # ``capacity=None``: no cap on a backend's leased jobs.
 NO_LIMIT = 2**31 - 1
+# PostgreSQL advisory locks are (class, object) pairs of int4: sakuga's claims take
+# (this class, hashtext(backend)), so they never collide with another application's.
+CLAIM_LOCK_CLASS = 0x5A6B
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class LeaseStore:
         nothing is claimed (workers in several processes share a backend's slots).
         ``client_id``: the one the recorded attempt will submit under (default: a new one).
         """
-        look, take = self._claims
+        look, take, slot_lock = self._claims
         bound = {
             "b_backend": backend,
             "eligible": f'%"{backend}"%',
@@ -95,6 +98,10 @@ class LeaseStore:
         after = {**bound, "b_capacity": NO_LIMIT}
 
         def work(conn: Connection) -> Claim | None:
+            if slot_lock is not None and capacity is not None:
+                # Claims for one backend take turns, so two at the same instant cannot
+                # both take its last slot (SQLite's writers take turns anyway).
+                conn.execute(slot_lock, bound)
             row = conn.execute(take, taking).mappings().first()
             if row is None:
                 return None
@@ -337,8 +344,9 @@ def _update_owned(conn: Connection, lease: Lease, **values: Any) -> bool:
     return bool(conn.execute(_UPDATE_OWNED, {**_bound(lease), **values}).rowcount)
 
 
-def _claim_statements(db: Database) -> tuple[Any, Any]:
-    """The claim's probe and its UPDATE, built once per database (its clock differs)."""
+def _claim_statements(db: Database) -> tuple[Any, Any, Any]:
+    """The claim's probe, its UPDATE and (PostgreSQL) the per-backend lock that makes the
+    slot count exact, built once per database (its clock differs)."""
     db_now = db.now_epoch()
     backend: Any = bindparam("b_backend")
     held = t.jobs.alias("held")
@@ -380,8 +388,10 @@ def _claim_statements(db: Database) -> tuple[Any, Any]:
         )
         .limit(1)
     )
+    slot_lock = None
     if not db.is_sqlite:
         pick = pick.with_for_update(skip_locked=True)
+        slot_lock = select(func.pg_advisory_xact_lock(CLAIM_LOCK_CLASS, func.hashtext(backend)))
     take = (
         update(t.jobs)
         .where(t.jobs.c.seq == pick.scalar_subquery())
@@ -393,4 +403,4 @@ def _claim_statements(db: Database) -> tuple[Any, Any]:
         )
         .returning(*t.jobs.c)
     )
-    return probe, take
+    return probe, take, slot_lock
