@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import blake3
@@ -47,6 +49,8 @@ class Artifacts:
         digest = content_hash(data)
         target = self.path(digest)
         if target.exists():
+            # Used again, so young again: the retention sweep spares it (``retire``).
+            os.utime(target)
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -58,6 +62,23 @@ class Artifacts:
             Path(tmp).unlink(missing_ok=True)
             raise
         return digest
+
+    def retire(self, digest: str, unused_for_s: float) -> Path | None:
+        """Move the blob aside, unless it was written or reused in the last ``unused_for_s``
+        seconds; the moved file (delete it, or ``restore`` it), or None when it stays."""
+        target = self.path(digest)
+        try:
+            if time.time() - target.stat().st_mtime < unused_for_s:
+                return None
+            retired = target.with_name(f".retired-{uuid.uuid4().hex[:8]}-{target.name}")
+            os.rename(target, retired)
+        except FileNotFoundError:  # another sweep took it first
+            return None
+        return retired
+
+    def restore(self, retired: Path, digest: str) -> None:
+        """Put a retired blob back (an asset started using it meanwhile)."""
+        os.replace(retired, self.path(digest))
 
     def exists(self, digest: str) -> bool:
         try:

@@ -1,7 +1,7 @@
 """Everything one sakuga process runs, opened in order and closed in reverse.
 
 Store -> artifacts -> backends (the embedded engine when none is configured or registered)
--> their health probes -> webhook deliverer -> workers.
+-> their health probes -> webhook deliverer -> workers -> the retention sweep.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sakuga.worker.backends import BackendPool
 from sakuga.worker.health import HealthMonitor
 from sakuga.worker.pool import WorkerPool, new_worker_id
 from sakuga.worker.runner import RunContext
+from sakuga.worker.sweeper import Sweeper
 from sakuga.worker.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ class Service:
                 WebhookDeliverer(store, settings, notifier, ctx.worker_id, metrics=metrics)
             )
             await self._stack.enter_async_context(WorkerPool(ctx, backends))
+            await self._stack.enter_async_context(
+                Sweeper(store, artifacts, notifier, every_s=settings.sweep_s)
+            )
 
     async def __aexit__(
         self,

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     retention_s: int = Field(
         7 * 24 * 3600, gt=0, description="How long jobs and outputs stay retrievable."
     )
+    sweep_s: float = Field(
+        60.0, gt=0, description="Interval of the retention sweep (expired jobs, unused blobs)."
+    )
 
     # Retries of transient failures (full-jitter exponential backoff).
     retry_attempts: int = Field(5, ge=1, description="Attempts per job, the first included.")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -152,3 +153,26 @@ async def test_a_job_past_its_retention_is_gone(api: RunningApi) -> None:
     assert (await api.http.get(f"/api/v2/jobs/{job['id']}/workflow")).status_code == 404
     listed = (await api.http.get("/api/v2/jobs")).json()["jobs"]
     assert job["id"] not in [j["id"] for j in listed]
+
+
+async def test_the_server_s_retention_sweep_deletes_a_job_past_its_retention(
+    start_api: StartApi,
+) -> None:
+    api = await start_api(sweep_s=0.05)
+    job = await submit(api.http, {"workflow": BLANK_WORKFLOW})
+    await finish(api.http, job["id"])
+    store = api.services.store
+
+    def expire(conn: Connection) -> None:
+        conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == job["id"])
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+    await store.db.write(expire)
+    # The sweep runs on its own schedule and announces nothing: look until it ran.
+    deadline = time.monotonic() + 5
+    while await store.jobs.get(job["id"]) is not None:
+        assert time.monotonic() < deadline, "the sweep did not delete the expired job"
+        await asyncio.sleep(0.05)

@@ -106,6 +106,9 @@ async def upload_asset(
         "created_at": datetime.now(UTC),
     }
     await svc.store.assets.insert(row)
+    if not svc.artifacts.exists(digest):
+        # The retention sweep removed a blob nothing used just before our row used it again.
+        await asyncio.to_thread(svc.artifacts.put, data)
     created_new = existing is None
     return JSONResponse(
         _asset_json(request, row, created_new), status_code=201 if created_new else 200

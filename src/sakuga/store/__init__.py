@@ -12,6 +12,7 @@ from sakuga.store.keys import KeyStore
 from sakuga.store.leases import Lease, LeaseStore
 from sakuga.store.migrate import upgrade
 from sakuga.store.outbox import Outbox
+from sakuga.store.retention import Retention
 from sakuga.store.writer import SubmitWriter
 
 __all__ = ["Lease", "NewJob", "Store"]
@@ -28,6 +29,7 @@ class Store:
         self.assets = AssetStore(self.db)
         self.backends = BackendStore(self.db)
         self.keys = KeyStore(self.db)
+        self.retention = Retention(self.db)
         self.writer = SubmitWriter(self.jobs)
         self._migrate = migrate
 

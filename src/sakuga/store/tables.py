@@ -69,6 +69,7 @@ jobs = Table(
 Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)
 Index("ix_jobs_owner_seq", jobs.c.owner, jobs.c.seq)
 Index("ix_jobs_fingerprint_seq", jobs.c.fingerprint, jobs.c.seq)
+Index("ix_jobs_expires_at", jobs.c.expires_at)
 
 attempts = Table(
     "attempts",
@@ -107,6 +108,7 @@ assets = Table(
 Index("ix_assets_owner_hash", assets.c.owner, assets.c.hash)
 Index("ix_assets_owner_file_path", assets.c.owner, assets.c.file_path)
 Index("ix_assets_job_id", assets.c.job_id)
+Index("ix_assets_hash", assets.c.hash)
 
 # Each backend's last /object_info, so validation works right after a restart; backends
 # registered at run time (``registered``) are also re-opened from here on start.

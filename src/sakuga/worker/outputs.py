@@ -16,12 +16,12 @@ from sakuga.domain.jobs import Job
 
 async def collect_output(
     client: ComfyClient, artifacts: Artifacts, job: Job, output: OutputFile
-) -> dict[str, Any]:
-    """Download ``output`` from the backend, store its blob, return the asset row."""
+) -> tuple[dict[str, Any], bytes]:
+    """Download ``output`` from the backend, store its blob; the asset row and the bytes."""
     data = await client.download(output)
     digest = await asyncio.to_thread(artifacts.put, data)
     content_type = mimetypes.guess_type(output.filename)[0] or "application/octet-stream"
-    return {
+    row = {
         "id": str(uuid.uuid4()),
         "owner": job.owner,
         "hash": digest,
@@ -34,3 +34,4 @@ async def collect_output(
         "kind": output.kind,
         "created_at": datetime.now(UTC),
     }
+    return row, data

@@ -328,12 +328,16 @@ class JobRun:
             self._outputs.append(asyncio.create_task(self._store_output(output)))
 
     async def _store_output(self, output: OutputFile) -> None:
+        artifacts = self.ctx.artifacts
         async with self._downloads:
-            row = await collect_output(self.backend.client, self.ctx.artifacts, self.job, output)
+            row, data = await collect_output(self.backend.client, artifacts, self.job, output)
         await self._running_marked()
         if not await self.ctx.store.leases.add_output(self.lease, row):
             self.lost.set()
             raise LeaseLost(self.job.id)
+        if not artifacts.exists(row["hash"]):
+            # The retention sweep removed a blob nothing used just before this row used it.
+            await asyncio.to_thread(artifacts.put, data)
         self._publish(JobChange(output=row))
 
     async def _outputs_stored(self, *, quiet: bool = False) -> None:
