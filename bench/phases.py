@@ -32,7 +32,7 @@ from sakuga.store.db import AsyncRunner, ThreadRunner
 from sakuga.store.jobs import JobStore
 from sakuga.store.leases import LeaseStore
 from sakuga.store.writer import SubmitWriter
-from sakuga.worker import runner, telemetry
+from sakuga.worker import outputs, telemetry
 from sakuga.worker.backends import BackendPool
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ SPANS: tuple[tuple[Any, str, str], ...] = (
     (LeaseStore, "set_progress", "worker: progress write (background)"),
     (LeaseStore, "cancel_requested", "worker: cancel check (background)"),
     (LeaseStore, "heartbeat", "worker: heartbeat (background)"),
-    (runner, "collect_output", "worker: collect output (/view+blob)"),
+    (outputs, "collect_output", "worker: collect output (/view+blob)"),
     (ComfyClient, "download", "comfy: GET /view"),
     (LeaseStore, "add_output", "worker: record output"),
     (ComfyClient, "history", "comfy: GET /history"),

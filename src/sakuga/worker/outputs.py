@@ -1,10 +1,12 @@
-"""Turn a backend's output file into a stored asset row (download, hash, blob, record)."""
+"""A run's output files: each downloaded, stored as a blob and recorded as an asset, once,
+beside the socket reader; the run joins them before it records its outcome."""
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +14,59 @@ from sakuga.artifacts import Artifacts
 from sakuga.comfy.client import ComfyClient
 from sakuga.comfy.protocol import OutputFile
 from sakuga.domain.jobs import Job
+from sakuga.errors import BackendError
+
+# Output files of one job downloaded at once, while the socket and /history are followed.
+PARALLEL_DOWNLOADS = 4
+
+Record = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Outputs:
+    """``collect`` starts an output's download in the background; ``stored`` joins them.
+
+    ``record`` writes the asset row (the runner's lease-checked write); a blob the retention
+    sweep removed between its store and that row is written again from the bytes in hand.
+    """
+
+    def __init__(self, client: ComfyClient, artifacts: Artifacts, job: Job, record: Record):
+        self._client = client
+        self._artifacts = artifacts
+        self._job = job
+        self._record = record
+        self._seen: set[tuple[str, str, str, str]] = set()
+        self._pending: list[asyncio.Task[None]] = []
+        self._downloads = asyncio.Semaphore(PARALLEL_DOWNLOADS)
+
+    @property
+    def pending(self) -> list[asyncio.Task[None]]:
+        """The downloads not joined yet (to cancel on shutdown)."""
+        return self._pending
+
+    def collect(self, output: OutputFile) -> None:
+        """Download and record ``output`` in the background (once per file)."""
+        key = (output.node_id, output.filename, output.subfolder, output.type)
+        if key not in self._seen:
+            self._seen.add(key)
+            self._pending.append(asyncio.create_task(self._store(output)))
+
+    async def stored(self, *, quiet: bool = False) -> None:
+        """Wait for every output started so far; the first failure is raised unless ``quiet``
+        (the attempt failed anyway: keep what arrived, as far as it arrives)."""
+        while self._pending:
+            task = self._pending.pop(0)
+            try:
+                await task
+            except BackendError:
+                if not quiet:
+                    raise
+
+    async def _store(self, output: OutputFile) -> None:
+        async with self._downloads:
+            row, data = await collect_output(self._client, self._artifacts, self._job, output)
+        await self._record(row)
+        if not self._artifacts.exists(row["hash"]):
+            await asyncio.to_thread(self._artifacts.put, data)
 
 
 async def collect_output(

@@ -37,7 +37,7 @@ from sakuga.settings import Settings
 from sakuga.store import Lease, Store
 from sakuga.store.job_queries import JobChange
 from sakuga.worker.backends import Backend
-from sakuga.worker.outputs import collect_output
+from sakuga.worker.outputs import Outputs
 from sakuga.worker.staging import stage_inputs
 from sakuga.worker.telemetry import Sampler
 
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 
 # At most ~10 progress writes per second per job, latest value wins (DECISIONS 6).
 PROGRESS_INTERVAL_S = 0.1
-# Output files of one job downloaded at once, while the socket and /history are followed.
-PARALLEL_DOWNLOADS = 4
 
 
 class LeaseLost(Exception):
@@ -80,12 +78,10 @@ class JobRun:
         self.lost = asyncio.Event()
         self.progress: dict[str, Any] | None = job.progress
         self._dirty = asyncio.Event()
-        self._seen: set[tuple[str, str, str, str]] = set()
         # Writes that run beside the socket reader, joined before the outcome is recorded:
         # "running" (set once), then each output's download and row.
         self._marked: asyncio.Task[None] | None = None
-        self._outputs: list[asyncio.Task[None]] = []
-        self._downloads = asyncio.Semaphore(PARALLEL_DOWNLOADS)
+        self._outputs = Outputs(backend.client, ctx.artifacts, job, self._record_output)
         self._started = time.monotonic()
         self._started_at: datetime | None = job.started_at if self.running else None
         settings = ctx.settings
@@ -161,7 +157,7 @@ class JobRun:
                 await work
         finally:
             # Also on shutdown (this task cancelled): nothing of the run outlives it.
-            tasks += self._outputs
+            tasks += self._outputs.pending
             if self._marked is not None:
                 tasks.append(self._marked)
             for task in tasks:
@@ -201,8 +197,8 @@ class JobRun:
                     extra_data=keys.extra_data(self.job.id) if keys else None,
                 )
             for output in result.outputs:
-                self._collect(output)
-            await self._outputs_stored()
+                self._outputs.collect(output)
+            await self._outputs.stored()
         except ExecutionInterrupted as exc:
             status = JobStatus.CANCELED if self.cancel.is_set() else JobStatus.FAILED
             await self._finish(status, None if self.cancel.is_set() else _error(exc))
@@ -304,7 +300,7 @@ class JobRun:
             self._started_at = datetime.now(UTC)
             self._marked = asyncio.create_task(self._mark_running(self._started_at))
         if isinstance(event, OutputFile):
-            self._collect(event)
+            self._outputs.collect(event)
         else:
             self.progress = _progress_dict(event)
             self._dirty.set()
@@ -320,41 +316,17 @@ class JobRun:
         if self._marked is not None:
             await self._marked
 
-    def _collect(self, output: OutputFile) -> None:
-        """Download and record ``output`` in the background (once per file)."""
-        key = (output.node_id, output.filename, output.subfolder, output.type)
-        if key not in self._seen:
-            self._seen.add(key)
-            self._outputs.append(asyncio.create_task(self._store_output(output)))
-
-    async def _store_output(self, output: OutputFile) -> None:
-        artifacts = self.ctx.artifacts
-        async with self._downloads:
-            row, data = await collect_output(self.backend.client, artifacts, self.job, output)
+    async def _record_output(self, row: dict[str, Any]) -> None:
         await self._running_marked()
         if not await self.ctx.store.leases.add_output(self.lease, row):
             self.lost.set()
             raise LeaseLost(self.job.id)
-        if not artifacts.exists(row["hash"]):
-            # The retention sweep removed a blob nothing used just before this row used it.
-            await asyncio.to_thread(artifacts.put, data)
         self._publish(JobChange(output=row))
-
-    async def _outputs_stored(self, *, quiet: bool = False) -> None:
-        """Wait for every output started so far; the first failure is raised unless ``quiet``
-        (the attempt failed anyway: keep what arrived, as far as it arrives)."""
-        while self._outputs:
-            task = self._outputs.pop(0)
-            try:
-                await task
-            except BackendError:
-                if not quiet:
-                    raise
 
     async def _settle(self) -> None:
         """Before the outcome: the running mark and the outputs that are on their way."""
         await self._running_marked()
-        await self._outputs_stored(quiet=True)
+        await self._outputs.stored(quiet=True)
 
     async def _flush_progress(self) -> None:
         while True:
