@@ -137,7 +137,8 @@ async def test_a_blob_in_recent_use_or_used_again_meanwhile_is_kept(
     async with Store(db_url) as store:
         digest = artifacts.put(b"bytes nobody references")
         # Written moments ago: inside the grace period an upload may still be recording it.
-        assert not await Sweeper(store, artifacts, Notifier(), every_s=60).release_blob(digest)
+        sweeper = Sweeper(store, artifacts, Notifier(), every_s=60)
+        assert await sweeper.release_blob(digest) == "recent"
         assert artifacts.exists(digest)
 
         # An upload records its row while the sweep holds the blob aside: it goes back.
@@ -153,5 +154,30 @@ async def test_a_blob_in_recent_use_or_used_again_meanwhile_is_kept(
             return await real(value)
 
         store.retention.referenced = referenced  # type: ignore[method-assign]
-        assert not await sweeper.release_blob(digest)
+        assert await sweeper.release_blob(digest) == "in use"
         assert asked == 2 and artifacts.exists(digest)
+
+
+async def test_a_deleted_upload_s_blob_goes_once_nothing_uses_it_and_its_grace_passed(
+    db_url: str, tmp_path: Path
+) -> None:
+    artifacts = Artifacts(tmp_path)
+    async with Store(db_url) as store:
+        alone = _asset(artifacts.put(b"uploaded once"), None)
+        twice = _asset(artifacts.put(b"uploaded twice"), None)
+        again = {**_asset(twice["hash"], None), "file_path": "b.png"}
+        for row in (alone, twice, again):
+            await store.assets.insert(row)
+        for row in (alone, twice):
+            assert await store.assets.delete(row["id"], "o")
+
+        # Written just now: inside the grace period both stay, and are looked at again.
+        waiting = Sweeper(store, artifacts, Notifier(), every_s=60)
+        assert (await waiting.sweep()).blobs_removed == 0
+        assert artifacts.exists(alone["hash"]) and artifacts.exists(twice["hash"])
+
+        swept = await Sweeper(store, artifacts, Notifier(), every_s=60, blob_grace_s=0).sweep()
+        assert swept.blobs_removed == 1
+        assert not artifacts.exists(alone["hash"])
+        assert artifacts.exists(twice["hash"])  # the other upload of the same bytes uses it
+        assert await store.retention.released(datetime.now(UTC)) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -9,6 +10,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from sakuga.store import tables as t
 from sakuga.store.db import Database, aware
+from sakuga.store.retention import release_blobs
 
 
 def _record(row: Any) -> dict[str, Any]:
@@ -70,11 +72,17 @@ class AssetStore:
         return None if row is None else _record(row)
 
     async def delete(self, asset_id: str, owner: str | None) -> bool:
-        query = delete(t.assets).where(t.assets.c.id == asset_id)
+        """Delete the asset row; its blob is released (the retention sweep removes it once
+        no other asset uses it)."""
+        query = delete(t.assets).where(t.assets.c.id == asset_id).returning(t.assets.c.hash)
         if owner is not None:
             query = query.where(t.assets.c.owner == owner)
 
         def work(conn: Connection) -> bool:
-            return bool(conn.execute(query).rowcount)
+            digest = conn.scalar(query)
+            if digest is None:
+                return False
+            release_blobs(conn, [digest], datetime.now(UTC))
+            return True
 
         return await self.db.write(work)

@@ -3,17 +3,20 @@
 A job is retrievable until its ``expires_at`` (API-V2 §3); after that it answers 404 and
 the sweep removes it: a job still queued becomes ``expired`` (its webhook, if any, says
 so) and is deleted once that delivery settled; a finished one is deleted with its attempts,
-outputs and settled deliveries. Blobs are content-addressed and may be shared, so the
-sweep returns the hashes it released and ``referenced`` tells whether any asset still uses
-one (``worker/sweeper.py`` removes the file).
+outputs and settled deliveries. Blobs are content-addressed and may be shared: a hash an
+asset stopped using (its job deleted, or the asset itself) is noted in ``blob_releases``,
+and ``referenced`` tells whether any asset still uses one (``worker/sweeper.py`` removes
+the file, or keeps the note until the blob's grace period has passed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from sakuga.domain.jobs import TERMINAL, JobStatus
@@ -61,6 +64,22 @@ _DELETES = (
     delete(t.jobs).where(t.jobs.c.id.in_(_IDS)),
 )
 _USED = select(t.assets.c.id).where(t.assets.c.hash == bindparam("hash")).limit(1)
+_RELEASED = (
+    select(t.blob_releases.c.hash)
+    .where(t.blob_releases.c.released_at <= bindparam("at"))
+    .order_by(t.blob_releases.c.released_at)
+    .limit(BATCH)
+)
+_FORGET = delete(t.blob_releases).where(t.blob_releases.c.hash.in_(_IDS))
+
+
+def release_blobs(conn: Connection, hashes: Collection[str], at: datetime) -> None:
+    """Note that assets stopped using these blobs (in the transaction that stopped it)."""
+    if not hashes:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    rows = [{"hash": digest, "released_at": at} for digest in hashes]
+    conn.execute(dialect.insert(t.blob_releases).on_conflict_do_nothing(), rows)
 
 
 class Retention:
@@ -84,20 +103,29 @@ class Retention:
 
         return await self.db.write(work)
 
-    async def delete_finished(self, at: datetime) -> tuple[int, set[str]]:
-        """Delete finished jobs past ``expires_at`` (and their rows); how many, and the blob
-        hashes their outputs used."""
+    async def delete_finished(self, at: datetime) -> int:
+        """Delete finished jobs past ``expires_at`` with their rows (their outputs' blobs
+        are released); how many."""
 
-        def work(conn: Connection) -> tuple[int, set[str]]:
+        def work(conn: Connection) -> int:
             ids: list[str] = list(conn.scalars(_FINISHED_PAST, {"at": at}))
             if not ids:
-                return 0, set()
-            hashes: set[str] = set(conn.scalars(_HASHES_OF, {"ids": ids}))
+                return 0
+            release_blobs(conn, set(conn.scalars(_HASHES_OF, {"ids": ids})), at)
             for statement in _DELETES:
                 conn.execute(statement, {"ids": ids})
-            return len(ids), hashes
+            return len(ids)
 
         return await self.db.write(work)
+
+    async def released(self, at: datetime) -> list[str]:
+        """Released blob hashes, oldest first (at most ``BATCH``)."""
+        return await self.db.read(lambda conn: list(conn.scalars(_RELEASED, {"at": at})))
+
+    async def forget(self, hashes: Collection[str]) -> None:
+        """Drop these release notes (removed, or in use again)."""
+        if hashes:
+            await self.db.write(lambda conn: conn.execute(_FORGET, {"ids": list(hashes)}))
 
     async def referenced(self, digest: str) -> bool:
         """Whether any asset row (an upload or a job's output) still uses blob ``digest``."""

@@ -110,6 +110,15 @@ Index("ix_assets_owner_file_path", assets.c.owner, assets.c.file_path)
 Index("ix_assets_job_id", assets.c.job_id)
 Index("ix_assets_hash", assets.c.hash)
 
+# Blobs an asset stopped using (deleted, or its job's retention ended): the retention
+# sweep removes each once nothing uses it and its grace period has passed.
+blob_releases = Table(
+    "blob_releases",
+    metadata,
+    Column("hash", String(80), primary_key=True),
+    Column("released_at", DateTime(timezone=True), nullable=False),
+)
+
 # Each backend's last /object_info, so validation works right after a restart; backends
 # registered at run time (``registered``) are also re-opened from here on start.
 backends = Table(

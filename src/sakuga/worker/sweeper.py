@@ -1,10 +1,11 @@
 """The retention sweep: every ``sweep_s``, jobs past ``expires_at`` are expired or deleted,
-and the blobs only they used are removed from the artifact folder.
+and released blobs (their jobs deleted, or their assets) that nothing uses are removed.
 
 A blob is removed only when no asset row uses it and it was not written or reused for
-``BLOB_GRACE_S``. It is moved aside first and the rows are asked again, so an upload or an
-output that started using it meanwhile gets it back; uploads also re-check the file after
-recording their row (``api/assets.py``, ``worker/runner.py``).
+``BLOB_GRACE_S`` (until then its release waits for a later sweep). It is moved aside first
+and the rows are asked again, so an upload or an output that started using it meanwhile
+gets it back; uploads also re-check the file after recording their row (``api/assets.py``,
+``worker/outputs.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from sakuga.artifacts import Artifacts
 from sakuga.notify import Notifier, job_key
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # A blob written or reused this recently is never removed (uploads in flight).
 BLOB_GRACE_S = 600.0
+
+Release = Literal["removed", "in use", "recent"]
 
 
 @dataclass(frozen=True)
@@ -84,17 +88,20 @@ class Sweeper:
             for job_id in batch:
                 self.notifier.publish(job_key(job_id))
             self.store.outbox.wake()
-        deleted, hashes = 0, set[str]()
-        while True:
-            count, released = await retention.delete_finished(at)
-            if not count:
-                break
-            deleted, hashes = deleted + count, hashes | released
+        deleted = 0
+        while count := await retention.delete_finished(at):
+            deleted += count
         removed = 0
-        for digest in sorted(hashes):
-            removed += await self.release_blob(digest)
+        settled: list[str] = []
+        for digest in await retention.released(at):
+            outcome = await self.release_blob(digest)
+            if outcome == "removed":
+                removed += 1
+            if outcome != "recent":  # a recent one is looked at again next time
+                settled.append(digest)
+        await retention.forget(settled)
         swept = Swept(expired, deleted, removed)
-        if expired or deleted:
+        if expired or deleted or removed:
             log.info(
                 "retention: %d queued jobs expired, %d jobs deleted, %d blobs removed",
                 expired,
@@ -103,15 +110,18 @@ class Sweeper:
             )
         return swept
 
-    async def release_blob(self, digest: str) -> bool:
-        """Remove blob ``digest`` if no asset uses it and it is past the grace period."""
+    async def release_blob(self, digest: str) -> Release:
+        """Remove blob ``digest`` unless an asset uses it or it is in its grace period
+        (an already missing blob counts as removed)."""
         if await self.store.retention.referenced(digest):
-            return False
+            return "in use"
+        if not self.artifacts.exists(digest):
+            return "removed"
         retired = await asyncio.to_thread(self.artifacts.retire, digest, self.blob_grace_s)
         if retired is None:
-            return False
+            return "recent"
         if await self.store.retention.referenced(digest):
             await asyncio.to_thread(self.artifacts.restore, retired, digest)
-            return False
+            return "in use"
         await asyncio.to_thread(retired.unlink, True)
-        return True
+        return "removed"
