@@ -60,10 +60,6 @@ class OwnSocket:
         self._client_id = client_id
         self._socket = socket
 
-    @property
-    def live(self) -> bool:
-        return self._socket is not None
-
     async def recv(self) -> Event:
         socket = self._socket
         if socket is None:
@@ -85,25 +81,23 @@ class OwnSocket:
             await close_quietly(socket)
 
 
-_CLOSED = object()  # queued to a SharedFeed when the listener's socket closes
-
-
 class SharedFeed:
     """One prompt's messages from its backend's ``Listener``."""
 
     def __init__(self, listener: Listener, prompt_id: str) -> None:
         self._listener = listener
         self.prompt_id = prompt_id
-        self._queue: asyncio.Queue[Event | object] = asyncio.Queue()
+        # None: the listener's socket closed.
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
-    def put(self, item: Event | object) -> None:
+    def put(self, item: Event | None) -> None:
         self._queue.put_nowait(item)
 
     async def recv(self) -> Event:
         item = await self._queue.get()
-        if item is _CLOSED:
+        if item is None:
             raise FeedClosed(f"{self._listener.backend_name}: shared socket closed")
-        return item  # type: ignore[return-value]
+        return item
 
     async def reopen(self) -> bool:
         return await self._listener.connect()
@@ -174,10 +168,12 @@ class Listener:
                 self._route(parse_message(frame))
         except ConnectionClosed as exc:
             log.info("%s: shared socket closed (%s)", self._backend.name, exc)
+        except Exception:  # a bug here must not end tracking silently: every prompt polls
+            log.exception("%s: shared socket reader failed", self._backend.name)
         finally:
             # Every prompt followed on it learns at once, and polls /history meanwhile.
             for feed in list(self._feeds.values()):
-                feed.put(_CLOSED)
+                feed.put(None)
             self._running = None
             if self._socket is socket:
                 self._socket = None

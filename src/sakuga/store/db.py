@@ -68,10 +68,14 @@ class ThreadRunner:
     def _connection(self) -> Connection:
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
-            conn = self.engine.connect()
+            stale, conn = conn, self.engine.connect()
             self._local.conn = conn
             with self._lock:
+                if stale is not None and stale in self._opened:
+                    self._opened.remove(stale)
                 self._opened.append(conn)
+            if stale is not None:
+                stale.close()
         return conn
 
     def _run(self, work: Work[T], write: bool) -> T:
