@@ -218,3 +218,27 @@ async def test_units_of_work_that_run_nothing_or_fail_leave_no_transaction_open(
         detail = await store.jobs.detail(job.id)
         assert detail is not None and detail.job.status is JobStatus.QUEUED
         assert await store.leases.claim("w1", "http://b", lease_s=30) is not None
+
+
+async def test_a_failed_attempt_of_a_job_being_canceled_is_not_queued_again(db_url: str) -> None:
+    # canceling may only end: a transient failure that races a cancel request must not put
+    # the job back in the queue (the worker records the cancel instead).
+    async with Store(db_url) as store:
+        canceled, retried = new_job(), new_job()
+        leases = []
+        for job in (canceled, retried):
+            await store.writer.submit(job)
+            claimed = await store.leases.claim("w1", "http://b", lease_s=30, record=True)
+            assert claimed is not None and claimed.job.id == job.id
+            assert await store.leases.mark_running(claimed.lease)
+            leases.append(claimed.lease)
+        assert await store.jobs.request_cancel(canceled.id, "local") is not None
+        error = {"code": "backend_unreachable", "message": "gone"}
+        again = {"error": error, "delay_s": 0.0, "strike": False, "progress": None}
+
+        assert await store.leases.reschedule(leases[0], **again) == "canceling"
+        assert await store.leases.reschedule(leases[1], **again) == "queued"
+        assert await store.leases.reschedule(leases[1], **again) == "lost"
+        for job, status in ((canceled, JobStatus.CANCELING), (retried, JobStatus.QUEUED)):
+            stored = await store.jobs.get(job.id)
+            assert stored is not None and stored.status is status

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -250,15 +250,20 @@ class LeaseStore:
         delay_s: float,
         strike: bool,
         progress: dict[str, Any] | None,
-    ) -> bool:
-        """A transient failure: back to ``queued``, claimable again after ``delay_s``."""
+    ) -> Literal["queued", "canceling", "lost"]:
+        """A transient failure: back to ``queued``, claimable again after ``delay_s``.
+
+        Not when a cancel was requested meanwhile (``canceling`` may only end, never go
+        back to the queue): "canceling", and the caller records the cancel instead.
+        "lost" when the lease is no longer this worker's.
+        """
         at = now()
         not_before = self.db.now_epoch() + delay_s
 
-        def work(conn: Connection) -> bool:
+        def work(conn: Connection) -> Literal["queued", "canceling", "lost"]:
             result = conn.execute(
                 update(t.jobs)
-                .where(_OWNED)
+                .where(_OWNED, t.jobs.c.status != JobStatus.CANCELING.value)
                 .values(
                     status=JobStatus.QUEUED.value,
                     updated_at=at,
@@ -272,9 +277,9 @@ class LeaseStore:
                 _bound(lease),
             )
             if result.rowcount == 0:
-                return False
+                return "canceling" if conn.scalar(_STILL_OWNED, _bound(lease)) else "lost"
             conn.execute(_UPDATE_ATTEMPT, {**_attempt_of(lease), "finished_at": at, "error": error})
-            return True
+            return "queued"
 
         return await self.db.write(work)
 

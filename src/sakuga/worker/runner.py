@@ -236,19 +236,24 @@ class JobRun:
             "attempt failed: %s (%s)", exc.message, decision.verdict, extra={"job_id": self.job.id}
         )
         if decision.verdict == "retry":
-            metrics = getattr(self.ctx, "metrics", None)
-            if metrics is not None:
-                metrics.retry(exc.code)
-            ok = await self.ctx.store.leases.reschedule(
+            outcome = await self.ctx.store.leases.reschedule(
                 self.lease,
                 error=error,
                 delay_s=decision.delay_s,
                 strike=decision.strike,
                 progress=self.progress,
             )
-            if not ok:
+            if outcome == "lost":
                 self.lost.set()
                 raise LeaseLost(self.job.id)
+            if outcome == "canceling":
+                # Canceled while this attempt failed: end as the user asked, not queued again.
+                self.cancel.set()
+                await self._finish(JobStatus.CANCELED, None, attempt_error=error)
+                return
+            metrics = getattr(self.ctx, "metrics", None)
+            if metrics is not None:
+                metrics.retry(exc.code)
             self.ctx.notifier.publish(job_key(self.job.id))
             if decision.delay_s == 0:
                 self.ctx.notifier.publish(NEW_JOB)
