@@ -165,11 +165,23 @@ class LeaseStore:
         conn.execute(_INSERT_ATTEMPT, attempt)
         return True
 
-    async def mark_running(self, lease: Lease, started_at: datetime | None = None) -> bool:
-        """queued -> running, once the backend starts executing the prompt."""
+    async def mark_running(
+        self,
+        lease: Lease,
+        started_at: datetime | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        """queued -> running, once the backend starts executing the prompt (with the first
+        progress snapshot, when there is one already)."""
         at = started_at or now()
         db_now = self.db.now_epoch()
-        values = {"status": JobStatus.RUNNING.value, "started_at": at, "updated_at": at}
+        values: dict[str, Any] = {
+            "status": JobStatus.RUNNING.value,
+            "started_at": at,
+            "updated_at": at,
+        }
+        if progress is not None:
+            values["progress"] = progress
 
         def work(conn: Connection) -> tuple[bool, str | None]:
             if conn.execute(_START, {**_bound(lease), **values}).rowcount:

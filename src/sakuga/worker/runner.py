@@ -77,6 +77,7 @@ class JobRun:
         self.cancel = asyncio.Event()
         self.lost = asyncio.Event()
         self.progress: dict[str, Any] | None = job.progress
+        self._flushed = self.progress  # the snapshot last written (the object, not a copy)
         self._dirty = asyncio.Event()
         # Writes that run beside the socket reader, joined before the outcome is recorded:
         # "running" (set once), then each output's download and row.
@@ -311,10 +312,12 @@ class JobRun:
             self._dirty.set()
 
     async def _mark_running(self, started_at: datetime) -> None:
-        if not await self.ctx.store.leases.mark_running(self.lease, started_at):
+        # The first snapshot goes with it: the flusher then has nothing new to write yet.
+        progress = self._flushed = self.progress
+        if not await self.ctx.store.leases.mark_running(self.lease, started_at, progress):
             self.lost.set()
             raise LeaseLost(self.job.id)
-        self._publish(JobChange(status=JobStatus.RUNNING))
+        self._publish(JobChange(status=JobStatus.RUNNING, progress=progress))
 
     async def _running_marked(self) -> None:
         """Wait for the queued -> running write, so no later write can overtake it."""
@@ -339,9 +342,10 @@ class JobRun:
             self._dirty.clear()
             await self._running_marked()
             progress = self.progress
-            if progress is not None and await self.ctx.store.leases.set_progress(
-                self.lease, progress
-            ):
+            if progress is None or progress is self._flushed:
+                continue
+            self._flushed = progress
+            if await self.ctx.store.leases.set_progress(self.lease, progress):
                 self._publish(JobChange(progress=progress))
             await asyncio.sleep(PROGRESS_INTERVAL_S)  # the coalescing window, not a wait-for
 
