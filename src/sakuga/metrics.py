@@ -31,6 +31,7 @@ __all__ = ["NO_TEMPLATE", "WEBHOOK_OUTCOMES", "Metrics"]
 # The ``template`` label of a job submitted as a raw workflow (no template name has parens).
 NO_TEMPLATE = "(workflow)"
 WEBHOOK_OUTCOMES = ("delivered", "retry", "dead")
+RETENTION_KINDS = ("expired_jobs", "deleted_jobs", "blobs")
 
 # Seconds, from a fast dispatch to an hour-long video render.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -108,6 +109,14 @@ class Metrics:
         )
         for outcome in WEBHOOK_OUTCOMES:
             self.webhooks.labels(outcome=outcome)
+        self.retention = Counter(
+            "sakuga_retention_removed",
+            "What the retention sweep removed: expired queued jobs, deleted jobs, blobs.",
+            ["kind"],
+            registry=reg,
+        )
+        for kind in RETENTION_KINDS:
+            self.retention.labels(kind=kind)
 
     # -- events (called where they happen) ------------------------------------------------
 
@@ -130,6 +139,12 @@ class Metrics:
         """An attempt failed transiently and the job was queued again; ``reason`` is the
         error code (``backend_unreachable``, ``out_of_memory``…)."""
         self.retries.labels(reason=reason).inc()
+
+    def swept(self, expired: int, deleted: int, blobs: int) -> None:
+        """One retention sweep: queued jobs it expired, jobs it deleted, blobs it removed."""
+        for kind, count in zip(RETENTION_KINDS, (expired, deleted, blobs), strict=True):
+            if count:
+                self.retention.labels(kind=kind).inc(count)
 
     def webhook_delivery(self, outcome: str) -> None:
         """One delivery attempt ended: ``delivered``, ``retry`` (will try again) or ``dead``."""

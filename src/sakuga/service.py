@@ -128,7 +128,7 @@ class Service:
             )
             await self._stack.enter_async_context(WorkerPool(ctx, backends))
             await self._stack.enter_async_context(
-                Sweeper(store, artifacts, notifier, every_s=settings.sweep_s)
+                Sweeper(store, artifacts, notifier, every_s=settings.sweep_s, metrics=metrics)
             )
 
     async def __aexit__(

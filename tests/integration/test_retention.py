@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sakuga.artifacts import Artifacts, content_hash
 from sakuga.domain.jobs import JobStatus
 from sakuga.domain.webhooks import DeliveryStatus
+from sakuga.metrics import Metrics
 from sakuga.notify import Notifier
 from sakuga.store import NewJob, Store
 from sakuga.store import tables as t
@@ -75,8 +76,9 @@ async def test_finished_jobs_past_retention_are_deleted_with_the_blobs_only_they
     db_url: str, tmp_path: Path
 ) -> None:
     artifacts = Artifacts(tmp_path)
+    metrics = Metrics()
     async with Store(db_url) as store:
-        sweeper = Sweeper(store, artifacts, Notifier(), every_s=60, blob_grace_s=0)
+        sweeper = Sweeper(store, artifacts, Notifier(), every_s=60, blob_grace_s=0, metrics=metrics)
         alone = await _finished_with_output(store, artifacts, b"only this job's picture")
         shared = await _finished_with_output(store, artifacts, b"a picture also uploaded")
         uploaded = _asset(artifacts.put(b"a picture also uploaded"), None)
@@ -87,6 +89,13 @@ async def test_finished_jobs_past_retention_are_deleted_with_the_blobs_only_they
         swept = await sweeper.sweep()
 
         assert (swept.expired, swept.deleted, swept.blobs_removed) == (0, 2, 1)
+        counted = {
+            kind: metrics.registry.get_sample_value(
+                "sakuga_retention_removed_total", {"kind": kind}
+            )
+            for kind in ("expired_jobs", "deleted_jobs", "blobs")
+        }
+        assert counted == {"expired_jobs": 0, "deleted_jobs": 2, "blobs": 1}
         assert await store.jobs.get(alone) is None and await store.jobs.get(shared) is None
         assert await store.jobs.get(kept) is not None
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sakuga.artifacts import Artifacts
+from sakuga.metrics import Metrics
 from sakuga.notify import Notifier, job_key
 from sakuga.store import Store
 
@@ -49,12 +50,14 @@ class Sweeper:
         *,
         every_s: float,
         blob_grace_s: float = BLOB_GRACE_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.notifier = notifier
         self.every_s = every_s
         self.blob_grace_s = blob_grace_s
+        self.metrics = metrics
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Sweeper:
@@ -101,6 +104,8 @@ class Sweeper:
                 settled.append(digest)
         await retention.forget(settled)
         swept = Swept(expired, deleted, removed)
+        if self.metrics is not None:
+            self.metrics.swept(expired, deleted, removed)
         if expired or deleted or removed:
             log.info(
                 "retention: %d queued jobs expired, %d jobs deleted, %d blobs removed",
