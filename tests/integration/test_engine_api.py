@@ -235,6 +235,43 @@ async def test_upload_reuses_identical_bytes_and_renames_others(engine: EngineSe
     assert done.history["status"]["status_str"] == "success"
 
 
+async def test_upload_mask_puts_the_uploaded_alpha_into_the_original(
+    engine: EngineServer,
+) -> None:
+    """/upload/mask stores original_ref's image with the mask's alpha, under the mask's name."""
+    original, mask = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (16, 8), (10, 200, 10)).save(original, format="PNG")
+    painted = Image.new("RGBA", (8, 4), (0, 0, 0, 255))
+    painted.paste((0, 0, 0, 0), (0, 0, 4, 4))  # the left half is masked out
+    painted.save(mask, format="PNG")
+    async with httpx.AsyncClient(base_url=engine.url) as http:
+        await http.post("/upload/image", files={"image": ("photo.png", original.getvalue())})
+        ref = json.dumps({"filename": "photo.png", "subfolder": "", "type": "input"})
+        stored = await http.post(
+            "/upload/mask",
+            files={"image": ("clipspace-mask.png", mask.getvalue())},
+            data={"original_ref": ref},
+        )
+        missing = await http.post(
+            "/upload/mask",
+            files={"image": ("m.png", mask.getvalue())},
+            data={"original_ref": json.dumps({"filename": "nope.png", "type": "input"})},
+        )
+        unreadable = await http.post(
+            "/upload/mask", files={"image": ("m.png", mask.getvalue())}, data={"original_ref": "{"}
+        )
+        view = await http.get("/view", params={"filename": "clipspace-mask.png", "type": "input"})
+        metadata = await http.get(
+            "/view_metadata/checkpoints", params={"filename": "x.safetensors"}
+        )
+    assert stored.json() == {"name": "clipspace-mask.png", "subfolder": "", "type": "input"}
+    assert (missing.status_code, unreadable.status_code, metadata.status_code) == (404, 400, 404)
+    with Image.open(io.BytesIO(view.content)) as result:
+        assert result.size == (16, 8) and result.mode == "RGBA"
+        assert result.getpixel((2, 4)) == (10, 200, 10, 0)  # masked: transparent
+        assert result.getpixel((12, 4)) == (10, 200, 10, 255)  # kept: the original, opaque
+
+
 async def test_discovery_routes(engine: EngineServer) -> None:
     """object_info, system_stats, features, models and embeddings have ComfyUI's shapes."""
     async with httpx.AsyncClient(base_url=engine.url) as http:

@@ -90,6 +90,12 @@ async def models_in_folder(request: Request) -> Response:
     return JSONResponse(names)
 
 
+async def view_metadata(request: Request) -> Response:
+    """A model's safetensors ``__metadata__``; the stand-in's checkpoints carry none: 404,
+    as ComfyUI answers for a file without it (and for an unknown folder or file)."""
+    return Response(status_code=404)
+
+
 async def embeddings(request: Request) -> Response:
     """No embeddings: the stand-in has no text encoder files."""
     return JSONResponse([])

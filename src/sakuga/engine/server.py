@@ -38,6 +38,7 @@ def _routes() -> list[BaseRoute]:
         ("/free", routes.post_free, ["POST"]),
         ("/view", routes_files.view, ["GET"]),
         ("/upload/image", routes_files.upload_image, ["POST"]),
+        ("/upload/mask", routes_files.upload_mask, ["POST"]),
         ("/object_info", routes_info.object_info, ["GET"]),
         ("/object_info/{node_class}", routes_info.object_info_class, ["GET"]),
         ("/system_stats", routes_info.system_stats, ["GET"]),
@@ -45,6 +46,7 @@ def _routes() -> list[BaseRoute]:
         ("/models", routes_info.models, ["GET"]),
         ("/models/{folder}", routes_info.models_in_folder, ["GET"]),
         ("/embeddings", routes_info.embeddings, ["GET"]),
+        ("/view_metadata/{folder}", routes_info.view_metadata, ["GET"]),
         ("/api/jobs", routes_jobs.list_jobs, ["GET"]),
         ("/api/jobs/{job_id}", routes_jobs.get_job, ["GET"]),
     ]
