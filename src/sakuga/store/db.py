@@ -10,6 +10,8 @@ statement through aiosqlite; on PostgreSQL it runs on asyncpg through SQLAlchemy
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +22,11 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import create_engine, event, literal_column
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # SQLite serialises writers anyway; a few threads let reads overlap a write (WAL).
@@ -111,7 +116,8 @@ def _roll_back(conn: Connection, raw: Any) -> None:
         conn.rollback()
         if raw.in_transaction:
             raw.rollback()
-    except Exception:
+    except (SQLAlchemyError, sqlite3.Error):
+        log.warning("could not roll back; the database thread opens a new connection")
         conn.invalidate()
 
 
