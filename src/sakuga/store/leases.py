@@ -105,7 +105,9 @@ class LeaseStore:
             row = conn.execute(take, taking).mappings().first()
             if row is None:
                 return None
-            job = job_from_row(row, read_attempts(conn, row["id"]))
+            # A first claim has no attempts to read (the count includes this one).
+            first = row["attempt_count"] == 1
+            job = job_from_row(row, [] if first else read_attempts(conn, row["id"]))
             lease = Lease(job.id, worker_id, job.attempt_count)
             # Saves the caller a claim that would find the queue empty.
             more = conn.scalar(look, after) is not None
@@ -114,7 +116,7 @@ class LeaseStore:
             if not record or canceled or (last is not None and last.finished_at is None):
                 return Claim(job, lease, more)
             prompt = (str(uuid.uuid4()), client_id or uuid.uuid4().hex)
-            self._record(conn, lease, backend, *prompt)
+            self._record(conn, lease, backend, *prompt, earlier=not first)
             return Claim(job, replace(lease, prompt=prompt), more)
 
         return await self.db.write(work)
@@ -143,16 +145,25 @@ class LeaseStore:
         )
 
     def _record(
-        self, conn: Connection, lease: Lease, backend: str, prompt_id: str, client_id: str
+        self,
+        conn: Connection,
+        lease: Lease,
+        backend: str,
+        prompt_id: str,
+        client_id: str,
+        *,
+        earlier: bool = True,
     ) -> bool:
+        """Record this lease's attempt; ``earlier``: the job may have attempts before it."""
         at = now()
         if not _update_owned(conn, lease, backend=backend, updated_at=at):
             return False
-        # An earlier attempt left open belonged to a worker whose lease expired.
-        lost = {"code": "worker_lost", "message": "the worker's lease expired"}
-        conn.execute(
-            _CLOSE_OPEN_ATTEMPTS, {"b_job": lease.job_id, "finished_at": at, "error": lost}
-        )
+        if earlier:
+            # An earlier attempt left open belonged to a worker whose lease expired.
+            lost = {"code": "worker_lost", "message": "the worker's lease expired"}
+            conn.execute(
+                _CLOSE_OPEN_ATTEMPTS, {"b_job": lease.job_id, "finished_at": at, "error": lost}
+            )
         attempt = {
             "job_id": lease.job_id,
             "number": lease.attempt,
