@@ -40,7 +40,8 @@ class Swept:
 
 
 class Sweeper:
-    """``async with Sweeper(...)``: sweeps at once, then every ``every_s``."""
+    """``async with Sweeper(...)``: sweeps every ``every_s``, the first time one interval
+    after the start."""
 
     def __init__(
         self,
@@ -73,13 +74,14 @@ class Sweeper:
 
     async def _run(self) -> None:
         while True:
+            # First after one interval: a start (and its readiness checks) has enough to do.
+            await asyncio.sleep(self.every_s)
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store is down: the next round tries again
                 log.exception("retention sweep failed")
-            await asyncio.sleep(self.every_s)
 
     async def sweep(self, at: datetime | None = None) -> Swept:
         """One pass over everything past its ``expires_at`` (as of ``at``, default now)."""
