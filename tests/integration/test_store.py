@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -242,3 +242,32 @@ async def test_a_failed_attempt_of_a_job_being_canceled_is_not_queued_again(db_u
         for job, status in ((canceled, JobStatus.CANCELING), (retried, JobStatus.QUEUED)):
             stored = await store.jobs.get(job.id)
             assert stored is not None and stored.status is status
+
+
+async def test_outputs_given_with_the_outcome_commit_with_it_or_not_at_all(db_url: str) -> None:
+    async with Store(db_url) as store:
+        job = new_job()
+        await store.writer.submit(job)
+        claimed = await store.leases.claim("w1", "http://b", lease_s=30, record=True)
+        assert claimed is not None
+        row = {
+            "id": str(uuid.uuid4()),
+            "owner": "local",
+            "hash": "0" * 64,
+            "size_bytes": 1,
+            "content_type": "image/png",
+            "file_path": "out.png",
+            "tags": ["output"],
+            "job_id": job.id,
+            "node_id": "9",
+            "kind": "image",
+            "created_at": datetime.now(UTC),
+        }
+        stale = type(claimed.lease)(job.id, "intruder", claimed.lease.attempt)
+        assert not await store.leases.finish(stale, JobStatus.SUCCEEDED, outputs=[row])
+        before = await store.jobs.detail(job.id, "local", attempts=False, eta=False)
+        assert before is not None and before.outputs == []
+        assert await store.leases.finish(claimed.lease, JobStatus.SUCCEEDED, outputs=[row])
+        after = await store.jobs.detail(job.id, "local", attempts=False, eta=False)
+        assert after is not None and after.job.status is JobStatus.SUCCEEDED
+        assert [o["id"] for o in after.outputs] == [row["id"]]

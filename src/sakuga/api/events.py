@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from sakuga.api.auth import require_scope
@@ -61,13 +61,14 @@ async def job_events(
     )
 
 
-def _frame(name: str, data: dict[str, Any]) -> dict[str, str]:
-    return {"event": name, "data": json.dumps(data, separators=(",", ":"))}
+def _frame(name: str, data: dict[str, Any]) -> bytes:
+    return ServerSentEvent(json.dumps(data, separators=(",", ":")), event=name).encode()
 
 
 async def _stream(
     svc: Services, first: JobDetail, wake: Subscription, who: str, base: str
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[bytes]:
+    # The frames one wake-up brings go out together, as one chunk (one send down the stack).
     job_id = first.job.id
     detail: JobDetail | None = first
     last_status: tuple[str, int | None] | None = None
@@ -78,20 +79,26 @@ async def _stream(
             if detail is None:
                 return
             job = detail.job
+            frames: list[bytes] = []
             status = (job.status.value, detail.queue_position)
             if not job.terminal and status != last_status:
                 last_status = status
-                yield _frame("status", {"status": status[0], "queue_position": status[1]})
+                frames.append(_frame("status", {"status": status[0], "queue_position": status[1]}))
             if job.progress is not None and job.progress != last_progress:
                 last_progress = job.progress
-                yield _frame("progress", job.progress)
+                frames.append(_frame("progress", job.progress))
             for row in detail.outputs:
                 if row["id"] not in sent:
                     sent.add(row["id"])
-                    yield _frame("output", _output(base, row, job, svc))
+                    frames.append(_frame("output", _output(base, row, job, svc)))
             if job.terminal:
-                yield _frame("status", {"status": job.status.value, "queue_position": None})
+                frames.append(
+                    _frame("status", {"status": job.status.value, "queue_position": None})
+                )
+                yield b"".join(frames)
                 return
+            if frames:
+                yield b"".join(frames)
             fired = await svc.notifier.wait_event(wake, BACKSTOP_S)
             wake.clear()
             changes = _carried(wake) if fired else None

@@ -7,6 +7,7 @@ updated means another worker took the job over, and the caller must stop.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -230,10 +231,12 @@ class LeaseStore:
         progress: dict[str, Any] | None = None,
         run_ms: int | None = None,
         attempt_error: dict[str, Any] | None = None,
+        outputs: Sequence[dict[str, Any]] = (),
     ) -> bool:
         """Record the outcome of the attempt and the job; releases the lease.
 
-        ``attempt_error`` is the attempt's own error when the job's differs (poison).
+        ``attempt_error`` is the attempt's own error when the job's differs (poison);
+        ``outputs`` are output asset rows that commit with the outcome.
         """
         at = now()
         values: dict[str, Any] = {
@@ -255,6 +258,8 @@ class LeaseStore:
             if not _update_owned(conn, lease, **values):
                 return False, None
             conn.execute(_UPDATE_ATTEMPT, ended)
+            if outputs:
+                conn.execute(_INSERT_ASSET, list(outputs))
             if event is None:
                 return True, None
             # The outbox row commits with the outcome, or not at all.

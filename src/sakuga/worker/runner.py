@@ -197,6 +197,8 @@ class JobRun:
                     job_s=self._job_s,
                     extra_data=keys.extra_data(self.job.id) if keys else None,
                 )
+            # The prompt ended: outputs still on their way are written with the outcome.
+            self._outputs.hold()
             for output in result.outputs:
                 self._outputs.collect(output)
             await self._outputs.stored()
@@ -237,6 +239,9 @@ class JobRun:
             "attempt failed: %s (%s)", exc.message, decision.verdict, extra={"job_id": self.job.id}
         )
         if decision.verdict == "retry":
+            for row in self._outputs.take_held():  # kept, as any output of an attempt
+                await self._record_output(row)
+            await self._outputs.restore()
             outcome = await self.ctx.store.leases.reschedule(
                 self.lease,
                 error=error,
@@ -339,6 +344,9 @@ class JobRun:
     async def _flush_progress(self) -> None:
         while True:
             await self._dirty.wait()
+            # The coalescing window comes first: a run that ends within it writes its last
+            # progress with the outcome, and a long one is still written ~10 times a second.
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
             self._dirty.clear()
             await self._running_marked()
             progress = self.progress
@@ -347,7 +355,6 @@ class JobRun:
             self._flushed = progress
             if await self.ctx.store.leases.set_progress(self.lease, progress):
                 self._publish(JobChange(progress=progress))
-            await asyncio.sleep(PROGRESS_INTERVAL_S)  # the coalescing window, not a wait-for
 
     async def _keep_lease(self) -> None:
         notifier = self.ctx.notifier
@@ -404,6 +411,7 @@ class JobRun:
             progress = {**progress, "value": 1.0, "nodes_done": progress.get("nodes_total", 0)}
         run_ms = int((time.monotonic() - self._started) * 1000)
         self._dirty.clear()
+        outputs = self._outputs.take_held()
         ok = await self.ctx.store.leases.finish(
             self.lease,
             status,
@@ -411,6 +419,7 @@ class JobRun:
             progress=progress,
             run_ms=run_ms if status is JobStatus.SUCCEEDED else None,
             attempt_error=attempt_error,
+            outputs=outputs,
         )
         self._ended_at = time.monotonic()
         if not ok:
@@ -419,7 +428,10 @@ class JobRun:
         if self.ctx.prompt_keys is not None:
             self.ctx.prompt_keys.forget(self.job.id)
         self._observe(status)
+        for row in outputs:  # the streams send outputs before the terminal status
+            self._publish(JobChange(output=row))
         self._publish(JobChange(status=status, progress=progress))
+        await self._outputs.restore()
 
     def _publish(self, change: JobChange) -> None:
         """Wake the job's streams with what was just committed (they need not read it)."""
