@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from sakuga.domain.jobs import ACTIVE, Job, JobStatus
 from sakuga.domain.webhooks import event_for
@@ -39,6 +40,8 @@ class Lease:
     attempt: int
     # ``(prompt_id, client_id)`` of the attempt the claim recorded, if it recorded one.
     prompt: tuple[str, str] | None = None
+    # Whether the job has a webhook (fixed at submission): without one, no outbox look.
+    webhook: bool = True
 
 
 class Claim(NamedTuple):
@@ -109,7 +112,7 @@ class LeaseStore:
             # A first claim has no attempts to read (the count includes this one).
             first = row["attempt_count"] == 1
             job = job_from_row(row, [] if first else read_attempts(conn, row["id"]))
-            lease = Lease(job.id, worker_id, job.attempt_count)
+            lease = Lease(job.id, worker_id, job.attempt_count, webhook=bool(row["webhook_url"]))
             # Saves the caller a claim that would find the queue empty.
             more = conn.scalar(look, after) is not None
             last = job.attempts[-1] if job.attempts else None
@@ -198,7 +201,7 @@ class LeaseStore:
         def work(conn: Connection) -> tuple[bool, str | None]:
             if conn.execute(_START, {**_bound(lease), **values}).rowcount:
                 # The outbox row commits with the change, or not at all.
-                return True, enqueue_for_job(conn, lease.job_id, "job.running", db_now)
+                return True, _enqueue(conn, lease, "job.running", db_now)
             return conn.scalar(_STILL_OWNED, _bound(lease)) is not None, None
 
         owned, webhook = await self.db.write(work)
@@ -263,7 +266,7 @@ class LeaseStore:
             if event is None:
                 return True, None
             # The outbox row commits with the outcome, or not at all.
-            return True, enqueue_for_job(conn, lease.job_id, event, db_now)
+            return True, _enqueue(conn, lease, event, db_now)
 
         owned, webhook = await self.db.write(work)
         if webhook is not None:
@@ -437,3 +440,10 @@ def _claim_statements(db: Database) -> tuple[Any, Any, Any]:
         .returning(*t.jobs.c)
     )
     return probe, take, slot_lock
+
+
+def _enqueue(
+    conn: Connection, lease: Lease, event: str, db_now: ColumnElement[float]
+) -> str | None:
+    """The job's webhook delivery for ``event``, in the caller's transaction (if it has one)."""
+    return enqueue_for_job(conn, lease.job_id, event, db_now) if lease.webhook else None

@@ -1,7 +1,8 @@
 """Run one claimed job on one backend: attempt, progress, outputs, outcome, cancel.
 
 The runner owns three tasks while a job runs: the backend run itself, a lease keeper
-(heartbeat + cancel watch) and the progress flusher. All are cancelled and awaited.
+(``lease_keeper.py``: heartbeat + cancel watch) and the progress flusher. All are cancelled
+and awaited.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +32,13 @@ from sakuga.errors import (
 )
 from sakuga.logs import log_context
 from sakuga.metrics import Metrics
-from sakuga.notify import NEW_JOB, Notifier, cancel_key, job_key
+from sakuga.notify import NEW_JOB, Notifier, job_key
 from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Lease, Store
 from sakuga.store.job_queries import JobChange
 from sakuga.worker.backends import Backend
+from sakuga.worker.lease_keeper import keep_lease
 from sakuga.worker.outputs import Outputs
 from sakuga.worker.staging import stage_inputs
 from sakuga.worker.telemetry import Sampler
@@ -313,7 +315,7 @@ class JobRun:
         if isinstance(event, OutputFile):
             self._outputs.collect(event)
         else:
-            self.progress = _progress_dict(event)
+            self.progress = asdict(event)  # the job's progress object, field for field
             self._dirty.set()
 
     async def _mark_running(self, started_at: datetime) -> None:
@@ -357,32 +359,21 @@ class JobRun:
                 self._publish(JobChange(progress=progress))
 
     async def _keep_lease(self) -> None:
-        notifier = self.ctx.notifier
-        # Subscribed for the whole run, so a cancel published between two waits is not lost.
-        wake = notifier.subscribe(cancel_key(self.job.id))
-        try:
-            await self._keep_lease_loop(wake)
-        finally:
-            notifier.unsubscribe(cancel_key(self.job.id), wake)
-
-    async def _keep_lease_loop(self, wake: asyncio.Event) -> None:
         settings = self.ctx.settings
-        next_beat = time.monotonic() + settings.heartbeat_s
-        while True:
-            await self.ctx.notifier.wait_event(wake, max(0.0, next_beat - time.monotonic()))
-            wake.clear()
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + settings.heartbeat_s
-                state = await self.ctx.store.leases.heartbeat(self.lease, settings.lease_s)
-                if state is None:
-                    self.lost.set()
-                    return
-                requested = state
-            else:
-                requested = await self.ctx.store.leases.cancel_requested(self.lease)
-            if requested and not self.cancel.is_set():
-                self.cancel.set()
-                await self._interrupt()
+        await keep_lease(
+            self.ctx.store.leases,
+            self.ctx.notifier,
+            self.lease,
+            heartbeat_s=settings.heartbeat_s,
+            lease_s=settings.lease_s,
+            on_cancel=self._on_cancel,
+        )
+        self.lost.set()
+
+    async def _on_cancel(self) -> None:
+        if not self.cancel.is_set():
+            self.cancel.set()
+            await self._interrupt()
 
     async def _interrupt(self) -> None:
         if not self.prompt_id:
@@ -455,19 +446,6 @@ class JobRun:
             await self.ctx.store.leases.set_telemetry(self.lease, telemetry)
         except Exception:  # the outcome is already recorded; telemetry is best effort
             log.warning("could not store attempt telemetry", exc_info=True)
-
-
-def _progress_dict(progress: Progress) -> dict[str, Any]:
-    return {
-        "value": progress.value,
-        "nodes_done": progress.nodes_done,
-        "nodes_total": progress.nodes_total,
-        "current_node": progress.current_node,
-        "current_node_class": progress.current_node_class,
-        "step": progress.step,
-        "steps": progress.steps,
-        "message": progress.message,
-    }
 
 
 def _error(exc: BackendError) -> dict[str, Any]:
