@@ -31,6 +31,7 @@ from sakuga.engine.executor import Executor
 from sakuga.store.db import AsyncRunner, ThreadRunner
 from sakuga.store.jobs import JobStore
 from sakuga.store.leases import LeaseStore
+from sakuga.store.telemetry import TelemetryWriter
 from sakuga.store.writer import SubmitWriter
 from sakuga.worker import outputs, telemetry
 from sakuga.worker.backends import BackendPool
@@ -62,7 +63,7 @@ SPANS: tuple[tuple[Any, str, str], ...] = (
     (feeds, "close_quietly", "comfy: close /ws"),
     (LeaseStore, "finish", "worker: finish"),
     (telemetry, "sample", "worker: /system_stats sample (x2)"),
-    (LeaseStore, "set_telemetry", "worker: store telemetry (after finish)"),
+    (TelemetryWriter, "write", "worker: store telemetry (after finish; grouped)"),
     # Every unit of work: one hop to a database thread (SQLite) or one run_sync (PostgreSQL).
     (ThreadRunner, "run", "store: unit of work, SQLite (one thread hop)"),
     (AsyncRunner, "run", "store: unit of work, PostgreSQL"),

@@ -13,13 +13,14 @@ from sakuga.store.leases import Lease, LeaseStore
 from sakuga.store.migrate import upgrade
 from sakuga.store.outbox import Outbox
 from sakuga.store.retention import Retention
+from sakuga.store.telemetry import TelemetryWriter
 from sakuga.store.writer import SubmitWriter
 
 __all__ = ["Lease", "NewJob", "Store"]
 
 
 class Store:
-    """Database, query gateways and the submission writer, opened and closed together."""
+    """Database, query gateways and the grouped writers, opened and closed together."""
 
     def __init__(self, url: str, *, retention_s: int = 7 * 24 * 3600, migrate: bool = True):
         self.db = Database(url)
@@ -31,6 +32,7 @@ class Store:
         self.keys = KeyStore(self.db)
         self.retention = Retention(self.db)
         self.writer = SubmitWriter(self.jobs)
+        self.telemetry = TelemetryWriter(self.db)
         self._migrate = migrate
 
     async def __aenter__(self) -> Store:
@@ -46,4 +48,5 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         await self.writer.stop()
+        await self.telemetry.stop()
         await self.db.dispose()

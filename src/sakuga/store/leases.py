@@ -322,17 +322,6 @@ class LeaseStore:
         row = await self.db.read(lambda conn: conn.execute(query).first())
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
-    async def set_telemetry(self, lease: Lease, telemetry: dict[str, Any]) -> bool:
-        """Store backend telemetry on this lease's own attempt row.
-
-        Written after the outcome (so it never delays it), when the job lease is already
-        released: the condition is the attempt row this worker recorded for this lease.
-        """
-        bound = {**_attempt_of(lease), "b_worker": lease.worker_id, "telemetry": telemetry}
-        return await self.db.write(
-            lambda conn: bool(conn.execute(_UPDATE_OWN_ATTEMPT, bound).rowcount)
-        )
-
     async def release(self, lease: Lease) -> None:
         """Give the job back (shutdown): the next claimant re-attaches to its prompt."""
         await self.db.write(
@@ -357,9 +346,6 @@ _THIS_ATTEMPT = and_(
     t.attempts.c.job_id == bindparam("b_job"), t.attempts.c.number == bindparam("b_attempt")
 )
 _UPDATE_ATTEMPT = update(t.attempts).where(_THIS_ATTEMPT)
-_UPDATE_OWN_ATTEMPT = update(t.attempts).where(
-    _THIS_ATTEMPT, t.attempts.c.worker_id == bindparam("b_worker")
-)
 _CLOSE_OPEN_ATTEMPTS = update(t.attempts).where(
     t.attempts.c.job_id == bindparam("b_job"), t.attempts.c.finished_at.is_(None)
 )

@@ -443,7 +443,7 @@ class JobRun:
         if telemetry is None:
             return
         try:
-            await self.ctx.store.leases.set_telemetry(self.lease, telemetry)
+            await self.ctx.store.telemetry.write(self.lease, telemetry)
         except Exception:  # the outcome is already recorded; telemetry is best effort
             log.warning("could not store attempt telemetry", exc_info=True)
 
