@@ -73,6 +73,7 @@ class Readings:
     def __init__(self) -> None:
         self.latest: Any = None
         self.at = 0.0  # time.monotonic() of ``latest``
+        self._window_end: float | None = None  # time.monotonic() the open window closes
         self._lock = asyncio.Lock()
 
     def record(self, stats: Any) -> None:
@@ -87,9 +88,14 @@ class Readings:
     async def after(
         self, client: ComfyClient, ended_at: float, timeout_s: float, window_s: float
     ) -> dict[str, Any] | None:
-        """A reading taken after ``ended_at`` (monotonic): the first one within ``window_s``
-        of it is shared by every attempt that ended before it was taken."""
-        delay = ended_at + window_s - time.monotonic()
+        """A reading taken after ``ended_at`` (monotonic). A window of ``window_s`` opens
+        when an attempt ends after the previous one closed; every attempt that ends within
+        it shares the one reading taken when it closes."""
+        # Attempts that end within one window all wake at its end, so they share the
+        # reading taken then and their telemetry reaches the store together.
+        if self._window_end is None or ended_at > self._window_end:
+            self._window_end = ended_at + window_s
+        delay = self._window_end - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)  # the sharing window, not a wait-for
         async with self._lock:
@@ -106,8 +112,8 @@ class Sampler:
 
     "Before" is the backend's reading when it is at most ``fresh_s`` old (health probes
     keep one), else a sample taken in a task the run does not wait for. "After" is a reading
-    taken after the attempt ended, shared with the attempts that ended within
-    ``AFTER_WINDOW_S`` of it, so a busy backend is asked about once per window, not per job.
+    taken after the attempt ended, shared with the attempts that ended in the same
+    ``AFTER_WINDOW_S`` window, so a busy backend is asked about once per window, not per job.
     """
 
     def __init__(
