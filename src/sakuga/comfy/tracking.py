@@ -181,7 +181,9 @@ class Tracker:
                     next_poll - now if polling else self._deadlines.silence_s - (now - last_heard)
                 )
                 try:
-                    event = await asyncio.wait_for(feed.recv(), max(wait, 0.0))
+                    # asyncio.timeout, not wait_for: no task per message.
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        event = await feed.recv()
                 except TimeoutError:
                     if not polling:
                         log.info(
