@@ -47,6 +47,8 @@ class WorkerPool:
         # freed slot sets only ``_wake``, and needs no claim where the queue was empty.
         self._news = asyncio.Event()
         self._nothing_for: set[str] = set()
+        # Backends whose last claim said more jobs wait: their next claim skips the probe.
+        self._more_for: set[str] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
 
@@ -104,7 +106,7 @@ class WorkerPool:
                     settings.lease_s,
                     elsewhere_s=settings.retry_elsewhere_s,
                     record=True,
-                    probe=not expect_job,
+                    probe=not expect_job and backend.url not in self._more_for,
                     capacity=backend.capacity,
                     client_id=backend.client.client_id,
                 )
@@ -116,6 +118,9 @@ class WorkerPool:
             expect_job = False
             if claimed is None or not claimed.more:
                 found_nothing.add(backend.url)
+                self._more_for.discard(backend.url)
+            else:
+                self._more_for.add(backend.url)
             if claimed is not None:
                 self._start(backend, claimed.job, claimed.lease)
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -315,7 +315,7 @@ class JobRun:
         if isinstance(event, OutputFile):
             self._outputs.collect(event)
         else:
-            self.progress = asdict(event)  # the job's progress object, field for field
+            self.progress = event.as_dict()
             self._dirty.set()
 
     async def _mark_running(self, started_at: datetime) -> None:
