@@ -42,8 +42,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench import loops
 from bench.engine_process import engine_process
 from bench.engine_times import gaps_s, windows
-from bench.loadgen import SequentialSpec
+from bench.loadgen import LoadSpec, SequentialSpec
 from bench.remote import Clients
+from bench.stats import Summary
 from sakuga.serving import UvicornServer
 
 T = TypeVar("T")
@@ -51,6 +52,7 @@ WARMUP = 20
 TIMEOUT_S = 10.0
 FIRST_INDEX = 7_000_000  # inputs apart from every other benchmark's: no engine cache hit
 TERMINAL = frozenset({"succeeded", "failed"})
+SUBMITTERS = 32  # client connections, as bench.run's submission rows
 
 jobs_table = sa.Table(
     "jobs",
@@ -255,7 +257,7 @@ async def floor_server(
 
 @dataclass(frozen=True)
 class FloorRow:
-    """One measurement of the bare server; ``p50_ms`` is the overhead or the gap."""
+    """One measurement of the bare server; ``p50_ms`` is the overhead, latency or gap."""
 
     name: str
     jobs: int
@@ -297,6 +299,25 @@ async def sequential(clients: Clients, tmp: Path, engine_url: str, jobs: int) ->
     )
 
 
+async def submissions(clients: Clients, tmp: Path, engine_url: str) -> FloorRow:
+    """32 keep-alive connections submitting for 5 s, the worker held: the queue fills."""
+    async with floor_server(tmp, engine_url, "submit") as (_, url):
+        spec = LoadSpec(url, "submit", SUBMITTERS, 5000, 5.0, warmup=2 * SUBMITTERS)
+        cpu = time.process_time()
+        result = await clients.load(spec)
+        cpu = time.process_time() - cpu
+    summary = Summary.of_seconds(result.latencies_s, elapsed_s=result.elapsed_s)
+    done = len(result.latencies_s) + 2 * SUBMITTERS
+    return FloorRow(
+        f"submit, workers off, {SUBMITTERS} connections",
+        len(result.latencies_s),
+        result.errors,
+        summary.p50_ms,
+        1000 * cpu / max(1, done),
+        f"{summary.rate_per_s or 0:.0f} submissions/s",
+    )
+
+
 async def gap(tmp: Path, engine_url: str, jobs: int, capacity: int) -> FloorRow:
     """Queue ``jobs``, then drain them with ``capacity`` prompts in flight; the engine's gaps."""
     index = FIRST_INDEX + 1_000_000 * capacity
@@ -331,7 +352,10 @@ async def main_async(args: argparse.Namespace) -> list[FloorRow]:
     """Every row, on one engine process."""
     with tempfile.TemporaryDirectory(prefix="sakuga-floor-") as tmp:
         async with Clients() as clients, engine_process(Path(tmp) / "engine") as engine_url:
-            rows = [await sequential(clients, Path(tmp), engine_url, args.jobs)]
+            rows = [
+                await sequential(clients, Path(tmp), engine_url, args.jobs),
+                await submissions(clients, Path(tmp), engine_url),
+            ]
             for capacity in (1, 2):
                 rows.append(await gap(Path(tmp), engine_url, args.jobs, capacity))
     return rows

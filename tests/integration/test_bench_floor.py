@@ -14,6 +14,7 @@ async def test_the_floor_benchmark_runs_every_job_and_gives_a_figure_for_each_ro
 
     assert [row.name.split(",")[0] for row in rows] == [
         "overhead per job",
+        "submit",
         "gap between jobs",
         "gap between jobs",
     ]
