@@ -97,13 +97,30 @@ def pin(workflow: Mapping[str, Any], names: Mapping[tuple[str, str], str]) -> di
     return pinned
 
 
-def listed_files(object_info: Mapping[str, Any]) -> set[str]:
-    """Files a backend already has for its upload inputs (the options of those combos)."""
+def listed_files(object_info: Mapping[str, Any], inputs: set[str]) -> set[str]:
+    """Files a backend already has for its upload ``inputs`` (the options of those combos)."""
     found: set[str] = set()
-    for key in upload_inputs(object_info):
+    for key in inputs:
         class_type, name = key.split(".", 1)
-        inputs = object_info[class_type].get("input", {})
-        spec = (inputs.get("required") or {}).get(name) or (inputs.get("optional") or {}).get(name)
+        declared = object_info[class_type].get("input", {})
+        spec = (declared.get("required") or {}).get(name) or (declared.get("optional") or {}).get(
+            name
+        )
         if isinstance(spec, list) and spec and isinstance(spec[0], list):
             found.update(str(option) for option in spec[0])
     return found
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """What one ``/object_info`` says of uploaded files: the inputs that take them and the
+    files the backend lists for those inputs."""
+
+    inputs: frozenset[str]
+    listed: frozenset[str]
+
+    @classmethod
+    def of(cls, object_info: Mapping[str, Any]) -> Uploads:
+        # A real ComfyUI's catalogue has hundreds of classes: a few ms per scan.
+        inputs = upload_inputs(object_info)
+        return cls(frozenset(inputs), frozenset(listed_files(object_info, inputs)))

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from sakuga.comfy.client import ComfyClient, Deadlines
 from sakuga.domain.breaker import BreakerPolicy, CircuitBreaker, Clock
-from sakuga.domain.inputs import listed_files, staged_blobs, upload_inputs
+from sakuga.domain.inputs import Uploads, staged_blobs
 from sakuga.domain.validation import ValidationResult, validate_prompt
 from sakuga.errors import (
     BackendConflict,
@@ -65,6 +65,16 @@ class Backend:
     last_error: str | None = None
     readings: Readings = field(default_factory=Readings)  # its /system_stats
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _uploads: tuple[dict[str, Any], Uploads] | None = field(default=None, repr=False)
+
+    @property
+    def uploads(self) -> Uploads:
+        """Its catalogue's upload inputs and listed files, worked out once per catalogue
+        (a refresh replaces ``object_info``, never changes it in place)."""
+        info = self.object_info or {}
+        if self._uploads is None or self._uploads[0] is not info:
+            self._uploads = (info, Uploads.of(info))
+        return self._uploads[1]
 
     @property
     def healthy(self) -> bool:
@@ -260,7 +270,7 @@ class BackendPool:
         """``Class.input`` names that take uploaded files on any known backend."""
         found: set[str] = set()
         for backend in self.backends.values():
-            found |= upload_inputs(backend.object_info or {})
+            found |= backend.uploads.inputs
         return found
 
     # -- run-time registry ------------------------------------------------------------------
@@ -414,14 +424,13 @@ class BackendPool:
 def _validate(
     workflow: dict[str, Any], backend: Backend, staged: frozenset[str]
 ) -> ValidationResult:
-    info = backend.object_info or {}
-    listed = listed_files(info)
+    listed = backend.uploads.listed
 
     def file_exists(_folder: str, name: str) -> bool:
         # Staged uploads are put on the backend at dispatch; the rest must already be there.
         return name in staged or name in listed
 
-    return validate_prompt(workflow, info, file_exists=file_exists)
+    return validate_prompt(workflow, backend.object_info or {}, file_exists=file_exists)
 
 
 def _mentions_enum(result: ValidationResult) -> bool:
