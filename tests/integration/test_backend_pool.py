@@ -6,11 +6,13 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from sakuga.notify import Notifier
+from sakuga.worker.backends import ENUM_REFRESH_MIN_S
 from tests.fixtures.api import RunningApi, StartApi
 from tests.fixtures.engine import EngineFactory, EngineProcess
 from tests.integration.jobs_support import finish, long_job, submit, wait_status
@@ -344,3 +346,40 @@ async def test_backend_routes_need_the_admin_scope(start_api: StartApi) -> None:
         for method, path in (("GET", BACKENDS), ("POST", BACKENDS), ("DELETE", f"{BACKENDS}/x")):
             response = await anonymous.request(method, path)
             assert response.status_code == 401, (method, path, response.text)
+
+
+async def test_unknown_model_names_fetch_the_catalogue_once_not_once_each(
+    make_engine: EngineFactory, start_api: StartApi
+) -> None:
+    async with make_engine() as engine:
+        api = await start_api(backends=[engine.url], workers=False)
+        backend = api.services.backends.backends[engine.url]
+        fetch = backend.client.object_info
+        fetches = 0
+
+        async def counted() -> dict[str, Any]:  # a spy: every call still reaches the engine
+            nonlocal fetches
+            fetches += 1
+            return await fetch()
+
+        backend.client.object_info = counted  # type: ignore[method-assign]
+        # As if the catalogue fetched at start were older than the refresh interval.
+        assert backend.fetched_mono is not None
+        backend.fetched_mono -= ENUM_REFRESH_MIN_S
+
+        bad = job_on("missing.safetensors")
+        answers = await asyncio.gather(*(api.http.post("/api/v2/jobs", json=bad) for _ in range(5)))
+        assert [a.status_code for a in answers] == [422] * 5
+        assert all(a.json()["error"]["code"] == "invalid_workflow" for a in answers)
+        assert fetches == 1  # one refresh for the five, and none for the ones after it
+        assert (await api.http.post("/api/v2/jobs", json=bad)).status_code == 422
+        assert fetches == 1
+
+        # A model added on the backend later is found by the next refresh (DECISIONS 12).
+        state = engine.state
+        state.options = replace(state.options, checkpoints=("fresh.safetensors",))
+        state.forget_object_info()
+        backend.fetched_mono -= ENUM_REFRESH_MIN_S
+        accepted = await api.http.post("/api/v2/jobs", json=job_on("fresh.safetensors"))
+        assert accepted.status_code == 201, accepted.text
+        assert fetches == 2

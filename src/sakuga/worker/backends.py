@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 # Attempt error codes that say the backend itself failed (not the workflow): breaker input.
 BACKEND_FAULTS = frozenset({"backend_unreachable", "backend_lost"})
 WIDEN_PAGE = 200
+# A workflow naming a value the catalogue lacks fetches the catalogue again (DECISIONS 12),
+# but not when it was fetched this recently: a flood of bad names must not hammer
+# /object_info, which a real ComfyUI answers slowly and at megabytes.
+ENUM_REFRESH_MIN_S = 2.0
 
 
 @dataclass(eq=False)
@@ -59,6 +63,7 @@ class Backend:
     reachable: bool = False
     object_info: dict[str, Any] | None = None
     refreshed_at: datetime | None = None
+    fetched_mono: float | None = None  # time.monotonic() when the catalogue's fetch began
     busy: int = 0
     probe_failures: int = 0
     last_probe_at: datetime | None = None
@@ -219,15 +224,30 @@ class BackendPool:
         if changed:
             self.changed()
 
-    async def refresh(self, backend: Backend, store: Store | None = None) -> bool:
-        """Fetch ``/object_info`` once (bounded by the client's deadlines); persist it."""
+    async def refresh(
+        self, backend: Backend, store: Store | None = None, *, unless_since: float | None = None
+    ) -> bool:
+        """Fetch ``/object_info`` once (bounded by the client's deadlines); persist it.
+
+        ``unless_since`` (a ``time.monotonic()``): True without fetching when a fetch began
+        after it (callers waiting together share one), False without fetching when the
+        catalogue is under ``ENUM_REFRESH_MIN_S`` old.
+        """
         async with backend.lock:
+            fetched = backend.fetched_mono
+            if unless_since is not None and fetched is not None:
+                if fetched >= unless_since:
+                    return True
+                if time.monotonic() - fetched < ENUM_REFRESH_MIN_S:
+                    return False
+            started = time.monotonic()
             try:
                 info = await backend.client.object_info()
             except BackendError as exc:
                 log.warning("object_info refresh failed: %s", exc, extra={"backend": backend.url})
                 return False
             backend.object_info = info
+            backend.fetched_mono = started
             backend.refreshed_at = datetime.now(UTC)
         if store is not None:
             await store.backends.save_catalogue(backend.url, info, backend.refreshed_at)
@@ -398,11 +418,15 @@ class BackendPool:
                 "no ComfyUI backend has answered /object_info yet; retry shortly "
                 f"(backends: {', '.join(self.backends) or 'none configured'})"
             )
+        asked = time.monotonic()
         results: dict[str, ValidationResult] = {}
         for backend in known:
             result = _validate(workflow, backend, staged)
-            if not result.ok and _mentions_enum(result):
-                await self.refresh(backend, store)
+            if (
+                not result.ok
+                and _mentions_enum(result)
+                and await self.refresh(backend, store, unless_since=asked)
+            ):
                 result = _validate(workflow, backend, staged)
             results[backend.url] = result
         ok = tuple(url for url, r in results.items() if r.ok)
