@@ -103,9 +103,8 @@ def listed_files(object_info: Mapping[str, Any], inputs: set[str]) -> set[str]:
     for key in inputs:
         class_type, name = key.split(".", 1)
         declared = object_info[class_type].get("input", {})
-        spec = (declared.get("required") or {}).get(name) or (declared.get("optional") or {}).get(
-            name
-        )
+        sections = (declared.get("required") or {}, declared.get("optional") or {})
+        spec = next((section[name] for section in sections if section.get(name)), None)
         if isinstance(spec, list) and spec and isinstance(spec[0], list):
             found.update(str(option) for option in spec[0])
     return found

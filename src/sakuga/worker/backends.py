@@ -70,7 +70,7 @@ class Backend:
     last_error: str | None = None
     readings: Readings = field(default_factory=Readings)  # its /system_stats
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _uploads: tuple[dict[str, Any], Uploads] | None = field(default=None, repr=False)
+    _uploads: tuple[dict[str, Any], Uploads] | None = field(default=None, init=False, repr=False)
 
     @property
     def uploads(self) -> Uploads:
