@@ -22,6 +22,7 @@ from sakuga.prompt_keys import PromptKeys
 from sakuga.settings import Settings
 from sakuga.store import Store
 from sakuga.store.channel import PgChannel
+from sakuga.store.local_channel import LocalChannel, sqlite_file
 from sakuga.worker.backends import BackendPool
 from sakuga.worker.health import HealthMonitor
 from sakuga.worker.pool import WorkerPool, new_worker_id
@@ -69,9 +70,11 @@ class Service:
         )
         artifacts = Artifacts(settings.artifacts_dir)
         notifier = Notifier()
+        # Other API and worker processes may share this database: wake them too.
         if not store.db.is_sqlite:
-            # Other API and worker processes share this database: wake them too.
             await self._stack.enter_async_context(PgChannel(settings.database_url, notifier))
+        elif (db_file := sqlite_file(settings.database_url)) is not None:
+            await self._stack.enter_async_context(LocalChannel(db_file, notifier))
         endpoints = {url: url for url in settings.backends}
         # The stand-in engine only when no backend is configured *or registered* at run time.
         if not endpoints and not any(row.registered for row in await store.backends.rows()):
