@@ -1,5 +1,6 @@
 """Wake-ups across processes on PostgreSQL: two notifiers, each with its own LISTEN
-connection to the same database, stand for two sakuga processes."""
+connection to the same database, stand for two sakuga processes. The end-to-end test runs
+on both stores (SQLite's channel: ``test_local_channel.py``)."""
 
 from __future__ import annotations
 
@@ -68,13 +69,14 @@ async def test_the_channel_listens_again_after_its_connection_is_killed(
 
 
 async def test_a_job_from_an_api_process_wakes_a_worker_process_at_once(
-    start_api: StartApi, pg_url: str, engine: EngineServer, tmp_path: Path
+    start_api: StartApi, db_url: str, engine: EngineServer, tmp_path: Path
 ) -> None:
-    # The worker "process" (its own Service, notifier and LISTEN connection) polls only
-    # once a minute: the job can only finish this soon if the API's NEW_JOB reached it.
-    api = await start_api(database_url=pg_url, workers=False, backends=[engine.url])
+    # The worker "process" (its own Service, notifier and channel: LISTEN on PostgreSQL,
+    # a datagram socket on SQLite) polls only once a minute: the job can only finish this
+    # soon if the API's NEW_JOB reached it.
+    api = await start_api(database_url=db_url, workers=False, backends=[engine.url])
     worker_settings = api_fixtures.test_settings(
-        tmp_path, pg_url, backends=[engine.url], poll_s=60.0
+        tmp_path, db_url, backends=[engine.url], poll_s=60.0
     )
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(Service(worker_settings))

@@ -1,23 +1,18 @@
 """Wake-ups across processes on SQLite: two notifiers, each with its own datagram socket
-for the same database file, stand for two sakuga processes on one machine."""
+for the same database file, stand for two sakuga processes on one machine. The end-to-end
+test (an API process waking a worker process) is in ``test_channel.py``, on both stores."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
-from sakuga.engine.server import EngineServer
 from sakuga.notify import NEW_JOB, Notifier, job_key
-from sakuga.service import Service
 from sakuga.store.local_channel import LocalChannel, sqlite_file
-from tests.fixtures import api as api_fixtures
-from tests.fixtures.api import StartApi
-from tests.integration.jobs_support import finish, submit
 
 DELIVERY_S = 5.0
 
@@ -104,20 +99,3 @@ def test_only_a_database_file_gets_a_channel(tmp_path: Path) -> None:
     assert sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
     assert sqlite_file("sqlite:///:memory:") is None
     assert sqlite_file("sqlite://") is None
-
-
-async def test_a_job_from_an_api_process_wakes_a_worker_process_at_once(
-    start_api: StartApi, sqlite_url: str, engine: EngineServer, tmp_path: Path
-) -> None:
-    # The worker "process" (its own Service, notifier and socket) polls only once a
-    # minute: the job can only finish this soon if the API's NEW_JOB reached it.
-    api = await start_api(database_url=sqlite_url, workers=False, backends=[engine.url])
-    worker_settings = api_fixtures.test_settings(
-        tmp_path, sqlite_url, backends=[engine.url], poll_s=60.0
-    )
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(Service(worker_settings))
-        created = await submit(api.http, {"template": "blank", "params": {}})
-        async with asyncio.timeout(20):
-            final = await finish(api.http, created["id"])
-    assert final["status"] == "succeeded"
