@@ -26,6 +26,7 @@ from sakuga.comfy.feeds import Feed, Listener, OwnSocket
 from sakuga.comfy.progress import ProgressModel, planned_nodes
 from sakuga.comfy.protocol import OutputFile
 from sakuga.comfy.tracking import Deadlines, OnEvent, RunResult, Tracker
+from sakuga.comfy.transport import native_transport
 from sakuga.errors import (
     BackendError,
     BackendRejected,
@@ -57,6 +58,7 @@ class ComfyClient:
         self.name = name or self.base_url
         self._deadlines = deadlines
         timeout = httpx.Timeout(deadlines.request_s, connect=deadlines.connect_s)
+        transport = transport or native_transport(self.base_url)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
         # Prompts submitted under this id are followed on one shared socket.
         self.client_id = f"sakuga-{uuid.uuid4().hex}"

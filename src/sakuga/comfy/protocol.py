@@ -7,10 +7,10 @@ transcripts are fed the same way in tests.
 from __future__ import annotations
 
 import json
+import posixpath
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 OutputKind = Literal["image", "video", "audio", "file"]
@@ -291,7 +291,7 @@ def outputs_from_ui(node_id: str, ui: Mapping[str, Any]) -> list[OutputFile]:
 
 
 def _kind(key: str, filename: str) -> OutputKind:
-    ext = PurePosixPath(filename).suffix.lower().lstrip(".")
+    ext = posixpath.splitext(filename)[1].lower().lstrip(".")
     if ext in _EXT_KIND:
         return _EXT_KIND[ext]
     # A gif is a still under "images" but a clip under "gifs"; other unknowns follow the key.

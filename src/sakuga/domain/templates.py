@@ -7,6 +7,7 @@ naming the field (``params.width``), the value and what would be accepted.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,7 +86,13 @@ class BoundTemplate:
 
 
 def builtin_templates() -> dict[str, Template]:
-    """The templates every sakuga serves, by name (fresh objects on each call)."""
+    """The templates every sakuga serves, by name (a new dict of the same frozen templates)."""
+    return dict(_builtin())
+
+
+@functools.cache
+def _builtin() -> dict[str, Template]:
+    # Built once: a worker asks for its job's template deadline on every job.
     return {t.name: t for t in (_txt2img(), _blank())}
 
 
