@@ -50,6 +50,17 @@ async def test_many_keys_at_once_all_arrive(pair: tuple[LocalChannel, LocalChann
             await event.wait()
 
 
+async def test_a_process_that_joins_later_hears_the_next_key(tmp_path: Path) -> None:
+    db_file = tmp_path / "sakuga.db"
+    async with LocalChannel(db_file, Notifier()) as first:
+        first.notifier.publish(job_key("before"))  # reads the folder while it is alone
+        await asyncio.sleep(0)  # the flush runs on the next loop turn
+        async with LocalChannel(db_file, Notifier()) as later:
+            woken = later.notifier.subscribe(NEW_JOB)
+            first.notifier.publish(NEW_JOB)
+            assert await Notifier.wait_event(woken, DELIVERY_S)
+
+
 async def test_a_process_does_not_hear_its_own_keys_or_another_databases(
     pair: tuple[LocalChannel, LocalChannel], tmp_path: Path
 ) -> None:

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # Keys are short; a burst is split so no datagram nears the kernel's size limit.
 MAX_DATAGRAM = 32 * 1024
 SUFFIX = ".sock"
+# The peer list is read again when the directory changes, and at least this often: a
+# directory's mtime ticks coarsely, so a peer that bound in the same tick as the last read
+# is seen by the next read after this.
+PEERS_FRESH_S = 1.0
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -60,6 +64,8 @@ class LocalChannel:
         self._pending: list[str] = []
         self._queued: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._peers: list[str] = []
+        self._peers_seen: tuple[int, float] | None = None  # (dir mtime_ns, loop time) read
 
     @property
     def listening(self) -> bool:
@@ -126,12 +132,26 @@ class LocalChannel:
             return
         payloads = _datagrams(keys)
         try:
-            peers = [entry.path for entry in os.scandir(self.dir) if entry.name.endswith(SUFFIX)]
+            peers = self._current_peers()
         except OSError:
             return
         for peer in peers:
-            if peer != str(self.path):
-                self._send_to(sock, peer, payloads)
+            self._send_to(sock, peer, payloads)
+
+    def _current_peers(self) -> list[str]:
+        """The other sockets in the directory; one ``stat`` while it has not changed."""
+        mtime = os.stat(self.dir).st_mtime_ns
+        now = self._loop.time() if self._loop is not None else 0.0
+        seen = self._peers_seen
+        if seen is None or seen[0] != mtime or now - seen[1] > PEERS_FRESH_S:
+            me = str(self.path)
+            self._peers = [
+                entry.path
+                for entry in os.scandir(self.dir)
+                if entry.name.endswith(SUFFIX) and entry.path != me
+            ]
+            self._peers_seen = (mtime, now)
+        return self._peers
 
     def _send_to(self, sock: socket.socket, peer: str, payloads: list[bytes]) -> None:
         for payload in payloads:
@@ -141,6 +161,7 @@ class LocalChannel:
                 # Nothing reads there: a process that died without cleaning up.
                 with contextlib.suppress(OSError):
                     os.unlink(peer)
+                self._peers_seen = None
                 return
             except OSError:  # its queue is full: it will see the change at its next poll
                 return
