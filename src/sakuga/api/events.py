@@ -17,7 +17,7 @@ from sakuga.api.schemas import OutputOut
 from sakuga.api.views import output_view
 from sakuga.domain.jobs import Job
 from sakuga.errors import NotFound
-from sakuga.notify import Subscription, job_key
+from sakuga.notify import Notifier, Subscription, job_key
 from sakuga.store.job_queries import JobChange, JobDetail
 
 router = APIRouter(prefix="/api/v2", tags=["jobs"])
@@ -57,8 +57,14 @@ async def job_events(
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # Also when the stream never started (the client left at once); unsubscribing twice
         # is harmless.
-        background=BackgroundTask(svc.notifier.unsubscribe, key, wake),
+        background=BackgroundTask(_unsubscribe, svc.notifier, key, wake),
     )
+
+
+async def _unsubscribe(notifier: Notifier, key: str, wake: Subscription) -> None:
+    # A coroutine, so Starlette runs it on the event loop: a plain function would go to its
+    # thread pool, and the notifier is not thread-safe.
+    notifier.unsubscribe(key, wake)
 
 
 def _frame(name: str, data: dict[str, Any]) -> bytes:
