@@ -53,8 +53,11 @@ async def test_many_keys_at_once_all_arrive(pair: tuple[LocalChannel, LocalChann
 async def test_a_process_that_joins_later_hears_the_next_key(tmp_path: Path) -> None:
     db_file = tmp_path / "sakuga.db"
     async with LocalChannel(db_file, Notifier()) as first:
-        first.notifier.publish(job_key("before"))  # reads the folder while it is alone
-        await asyncio.sleep(0)  # the flush runs on the next loop turn
+        first.notifier.publish(job_key("before"))  # its flush reads the folder, alone
+        flushed = asyncio.get_running_loop().create_future()
+        # Callbacks run in order: once this one has run, so has the flush queued before it.
+        asyncio.get_running_loop().call_soon(flushed.set_result, None)
+        await flushed
         async with LocalChannel(db_file, Notifier()) as later:
             woken = later.notifier.subscribe(NEW_JOB)
             first.notifier.publish(NEW_JOB)

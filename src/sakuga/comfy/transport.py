@@ -3,9 +3,10 @@
 httpcore reaches sockets through a network backend, anyio's by default. Per request that
 costs cancel scopes with loop timers, a ``sleep(0)`` on every send, and a ``poll()`` of
 every idle pooled connection; a worker draining jobs on a local ComfyUI spent about a
-sixth of its event loop there (docs/BENCHMARKS.md). This backend is httpcore's documented extension point
-(``AsyncNetworkBackend``) built on an ``asyncio.Protocol``: reads come from a buffer the
-protocol fills, and whether an idle connection was closed by the server is known from state.
+sixth of its event loop there (docs/BENCHMARKS.md). This backend is httpcore's documented
+extension point (``AsyncNetworkBackend``) built on an ``asyncio.Protocol``: reads come from
+a buffer the protocol fills, and whether an idle connection was closed by the server is
+known from state.
 HTTP parsing, pooling and httpx's error types stay httpx's own. TLS URLs, and any process
 configured with a proxy, keep httpx's default transport.
 """
